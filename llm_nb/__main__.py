@@ -1,0 +1,90 @@
+"""``python -m llm_nb "prompt"``: stream a reply to the terminal.
+
+With no ``--model`` it uses ``local``: llm_nb's bundled llama-server with SmolLM2, built and
+started on first use (progress on stderr), so a fresh install answers offline. The answer goes
+to stdout as it streams; a figures line (time to first token, decode speed, tokens) to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ._errors import LLMError
+
+DEFAULT_PROMPT = "In two sentences, what is a large language model?"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m llm_nb",
+        description="Stream an answer from an LLM: the bundled local model by default.",
+    )
+    p.add_argument("prompt", nargs="*", help=f"the prompt (default: {DEFAULT_PROMPT!r})")
+    p.add_argument(
+        "-m",
+        "--model",
+        default="local",
+        help="model id provider:model[@host:port], e.g. ollama:llama3.2:1b (default: local)",
+    )
+    p.add_argument("-s", "--system", help="system prompt")
+    p.add_argument("-t", "--temperature", type=float)
+    p.add_argument("-n", "--max-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    prompt = " ".join(args.prompt) or DEFAULT_PROMPT
+    from . import _api
+    from ._types import TextDelta
+
+    stream: _api.SyncStream | None = None
+    try:
+        stream = _api.stream(
+            args.model,
+            prompt,
+            system=args.system,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            seed=args.seed,
+        )
+        for delta in stream:
+            if isinstance(delta, TextDelta):
+                sys.stdout.write(delta.text)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        print("\n[interrupted]", file=sys.stderr)
+        return 130
+    except LLMError as exc:
+        # End the partial answer's line so the error starts on its own.
+        newline = "\n" if stream is not None and stream.text else ""
+        print(f"{newline}llm_nb: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write("\n")
+    print(_figures(stream.response), file=sys.stderr)
+    return 0
+
+
+def _figures(r: object) -> str:
+    from ._types import ChatResponse
+
+    assert isinstance(r, ChatResponse)
+    t = r.trace
+    parts = [f"{r.provider}:{r.model_reported or r.model}@{r.host}"]
+    if t.t_first_token_ns and t.t_send_ns:
+        parts.append(f"ttft {(t.t_first_token_ns - t.t_send_ns) / 1e6:.0f} ms")
+    n = r.usage.completion_tokens
+    if n and t.t_first_token_ns and t.token_times_ns:
+        decode_s = (t.token_times_ns[-1] - t.t_first_token_ns) / 1e9
+        if decode_s > 0:  # output_tps as METRICS.md defines it
+            parts.append(f"{n / decode_s:.1f} tok/s")
+    if n is not None:
+        parts.append(f"{n} tokens")
+    parts.append(f"finish {r.finish_reason}")
+    return "[" + " · ".join(parts) + "]"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The top-level functions: ``chat``/``stream`` (sync) and ``achat``/``astream`` (async), by
+model id, plus :func:`sync`, which gives any provider a blocking face.
+
+The sync side is not a second class tree: :class:`SyncProvider` forwards each method of the
+async provider, running coroutines on llm_nb's private loop thread (see ``_loop``), so it
+works inside a running Jupyter kernel with no loop patching.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._loop import iterate_sync, run_sync
+from ._registry import Found, registry
+from ._stream import ChatStream
+from ._types import ChatResponse, Delta, ModelInfo
+from .providers.base import Prompt, Provider
+
+
+def provider(model_id: str) -> tuple[Provider, str]:
+    """(provider, model name) for a model id like ``llamacpp:smollm2@127.0.0.1:8080``."""
+    return registry().resolve(model_id)
+
+
+def astream(model: str, prompt: Prompt, **options: Any) -> ChatStream:
+    """Stream an answer (async): ``async for delta in llm_nb.astream("ollama:qwen3", "Hi")``."""
+    p, name = provider(model)
+    return p.stream(name, prompt, **options)
+
+
+async def achat(model: str, prompt: Prompt, **options: Any) -> ChatResponse:
+    """The whole answer (async)."""
+    p, name = provider(model)
+    return await p.chat(name, prompt, **options)
+
+
+def chat(model: str, prompt: Prompt, **options: Any) -> ChatResponse:
+    """The whole answer, blocking; works in scripts and inside Jupyter cells alike."""
+    return run_sync(achat(model, prompt, **options))
+
+
+def stream(model: str, prompt: Prompt, **options: Any) -> SyncStream:
+    """Stream an answer, blocking: ``for delta in llm_nb.stream("local", "Hi"): ...``."""
+    # Resolve now so a bad model id or option fails here, not on first iteration.
+    p, name = provider(model)
+    return SyncStream(p.stream(name, prompt, **options))
+
+
+async def amodels(model_or_provider: str | None = None) -> list[ModelInfo]:
+    """Models of one provider (``"ollama"``, ``"llamacpp@host:port"``) or of all known ones."""
+    reg = registry()
+    if model_or_provider is None:
+        result: list[ModelInfo] = []
+        for p in reg.providers():
+            result.extend(await p.models())
+        return result
+    name, _, host = model_or_provider.partition("@")
+    return await reg.get(reg.parse(f"{name}:x").provider, host or None).models()
+
+
+def models(model_or_provider: str | None = None) -> list[ModelInfo]:
+    return run_sync(amodels(model_or_provider))
+
+
+async def adiscover(timeout: float = 0.5) -> list[Found]:
+    """Find local servers on their default ports (8080, 11434, 1234, 8000)."""
+    return await registry().discover(timeout=timeout)
+
+
+def discover(timeout: float = 0.5) -> list[Found]:
+    return run_sync(adiscover(timeout))
+
+
+class SyncStream:
+    """A stream consumed from sync code. Iterate it for deltas; ``response`` is the record
+    (filled as it goes, so a partial answer survives an interrupt); ``close()`` stops it."""
+
+    def __init__(self, stream: ChatStream) -> None:
+        self._stream = stream
+        self._iter: Iterator[Delta] | None = None
+
+    @property
+    def response(self) -> ChatResponse:
+        return self._stream.response
+
+    @property
+    def text(self) -> str:
+        return self._stream.response.text
+
+    def __iter__(self) -> Iterator[Delta]:
+        if self._iter is None:
+            self._iter = iterate_sync(lambda: self._stream.__aiter__())
+        return self._iter
+
+    def __next__(self) -> Delta:
+        return next(iter(self))
+
+    def __enter__(self) -> SyncStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._iter is not None:
+            self._iter.close()  # type: ignore[attr-defined]
+        else:
+            run_sync(self._stream.aclose())
+
+    def collect(self) -> ChatResponse:
+        for _ in self:
+            pass
+        return self.response
+
+
+class SyncProvider:
+    """A blocking view of a provider: ``sync(p).models()``, ``for s in sync(p).pull(m)``."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+    def __repr__(self) -> str:
+        return f"sync({self.provider!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.provider, name)
+        if not callable(attr):
+            return attr
+        if name == "stream":
+            return lambda *a, **k: SyncStream(attr(*a, **k))
+        if inspect.iscoroutinefunction(attr):
+            return _blocking(attr)
+        if inspect.isasyncgenfunction(attr):
+            return lambda *a, **k: iterate_sync(lambda: attr(*a, **k))
+        return attr
+
+
+def _blocking(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return run_sync(fn(*args, **kwargs))
+
+    call.__doc__ = fn.__doc__
+    return call
+
+
+def sync(p: Provider) -> SyncProvider:
+    return SyncProvider(p)

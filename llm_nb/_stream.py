@@ -1,0 +1,224 @@
+"""ChatStream: one streamed call as an object.
+
+It yields typed deltas, fills a :class:`ChatResponse` record as chunks arrive (so a partial
+answer survives any failure), times every token-carrying chunk with a monotonic clock, and
+closes the HTTP response in ``finally`` whether the stream finished, failed, was abandoned or
+was cancelled. Providers supply only the wire specifics through :class:`WireDialect`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
+
+from . import _observers
+from ._errors import APIConnectionError, APITimeoutError, LLMError, ProtocolError
+from ._types import (
+    ChatResponse,
+    Delta,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+)
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+
+class WireDialect(Protocol):
+    """What a provider tells the stream engine about its wire."""
+
+    def decode(self, response: httpx.Response) -> AsyncIterator[Any]:
+        """Parsed chunk objects from the response body (SSE data or NDJSON lines)."""
+        ...
+
+    def apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta] | None:
+        """Update the record from one chunk (usage, timings, finish reason, model) and return
+        its deltas; None means the stream is over (``[DONE]``, ``done: true``)."""
+        ...
+
+
+SendFn = Callable[[ChatResponse], Awaitable[httpx.Response]]
+
+
+class ChatStream:
+    """Async iterator of :data:`Delta` for one call; ``response`` is the record.
+
+    Use as ``async with provider.stream(...) as s: async for d in s: ...``, or just iterate:
+    the response is closed when the iteration ends, fails or the stream is closed.
+    """
+
+    def __init__(self, record: ChatResponse, send: SendFn, dialect: WireDialect) -> None:
+        self.response = record
+        self._send = send
+        self._dialect = dialect
+        self._gen: AsyncIterator[Delta] | None = None
+        self._http: httpx.Response | None = None
+        self._tools: dict[int, list[Any]] = {}
+        self._finished = False
+
+    # -- iteration ------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Delta]:
+        if self._gen is None:
+            self._gen = self._run()
+        return self._gen
+
+    async def __anext__(self) -> Delta:
+        return await self.__aiter__().__anext__()
+
+    async def __aenter__(self) -> ChatStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the stream: closes the connection; an unfinished call is recorded as cancelled."""
+        if self._gen is not None:
+            await self._gen.aclose()  # type: ignore[attr-defined]
+        elif not self._finished:
+            self._finish("cancelled", None)
+
+    async def collect(self) -> ChatResponse:
+        """Consume the whole stream and return the final record."""
+        async for _ in self:
+            pass
+        return self.response
+
+    @property
+    def text(self) -> str:
+        return self.response.text
+
+    # -- engine ---------------------------------------------------------------------------
+
+    async def _run(self) -> AsyncIterator[Delta]:
+        record = self.response
+        trace = record.trace
+        trace.started_at = datetime.now(UTC)
+        trace.t_send_ns = time.perf_counter_ns()
+        _observers.started(record)
+        status = "error"
+        error: BaseException | None = None
+        try:
+            self._http = await self._send(record)
+            trace.t_headers_ns = time.perf_counter_ns()
+            terminated = False
+            async for obj in self._dialect.decode(self._http):
+                deltas = self._dialect.apply_chunk(obj, record)
+                if deltas is None:
+                    terminated = True
+                    break
+                if not deltas:
+                    continue
+                for delta in self._absorb(deltas, time.perf_counter_ns()):
+                    yield delta
+            if not terminated:
+                # No [DONE] / done:true: the server closed the body early. Whatever came
+                # is kept, but the call did not complete.
+                raise ProtocolError(
+                    f"{record.provider} at {record.host} ended the stream before its end "
+                    f"marker, after {len(record.text)} characters; the partial answer is kept",
+                    provider=record.provider,
+                    url=record.host,
+                    partial=record,
+                )
+            status = "ok"
+        except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt) as exc:
+            status, error = "cancelled", exc
+            raise
+        except httpx.TimeoutException as exc:
+            status = "timeout"
+            error = APITimeoutError(
+                f"{record.provider} at {record.host} stopped sending for longer than the read "
+                f"timeout after {len(record.text)} characters; the partial answer is kept",
+                provider=record.provider,
+                url=record.host,
+                partial=record,
+            )
+            raise error from exc
+        except httpx.HTTPError as exc:
+            error = APIConnectionError(
+                f"the connection to {record.provider} at {record.host} broke mid-answer "
+                f"({type(exc).__name__}) after {len(record.text)} characters; the partial "
+                "answer is kept",
+                provider=record.provider,
+                url=record.host,
+                partial=record,
+            )
+            raise error from exc
+        except LLMError as exc:
+            if isinstance(exc, APITimeoutError):
+                status = "timeout"
+            if exc.partial is None and record.trace.t_headers_ns is not None:
+                exc.partial = record
+            error = exc
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            if self._http is not None:
+                await self._http.aclose()
+            self._finish(status, error)
+
+    def _absorb(self, deltas: list[Delta], now: int) -> list[Delta]:
+        """Add deltas to the record and time them; returns them with tool-call indexes set."""
+        trace = self.response.trace
+        counted = False
+        for i, delta in enumerate(deltas):
+            if isinstance(delta, TextDelta):
+                if not delta.text:
+                    continue
+                self.response.text += delta.text
+                if trace.t_first_answer_ns is None:
+                    trace.t_first_answer_ns = now
+            elif isinstance(delta, ReasoningDelta):
+                if not delta.text:
+                    continue
+                self.response.reasoning += delta.text
+            else:
+                if delta.index < 0:
+                    # A wire that sends whole calls (Ollama) leaves numbering to us.
+                    delta = ToolCallDelta(len(self._tools), delta.id, delta.name, delta.arguments)
+                    deltas[i] = delta
+                slot = self._tools.setdefault(delta.index, [None, None, []])
+                slot[0] = slot[0] or delta.id
+                slot[1] = slot[1] or delta.name
+                slot[2].append(delta.arguments)
+            counted = True
+        if counted:
+            # Only chunks that carry content count as tokens (METRICS.md: role-only and
+            # empty chunks neither start TTFT nor add a gap).
+            if trace.t_first_token_ns is None:
+                trace.t_first_token_ns = now
+            trace.token_times_ns.append(now)
+        return deltas
+
+    def _finish(self, status: str, error: BaseException | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        record = self.response
+        record.trace.t_end_ns = time.perf_counter_ns()
+        if self._tools:
+            record.tool_calls = [
+                ToolCall(name or "", "".join(args), id_)
+                for _, (id_, name, args) in sorted(self._tools.items())
+            ]
+            if record.finish_reason is None and status == "ok":
+                record.finish_reason = "tool_calls"
+        record.status = status  # type: ignore[assignment]
+        record.error = error
+        _observers.finished(record)

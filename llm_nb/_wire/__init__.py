@@ -1,0 +1,1 @@
+"""Wire level: incremental stream decoders, the HTTP transport, retries and error mapping."""

@@ -1,0 +1,37 @@
+"""Newline-delimited JSON decoder (the framing of Ollama's native streams)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .._errors import ProtocolError
+from ._lines import MAX_LINE_BYTES, LineSplitter
+
+
+def parse_json(text: str | bytes, what: str = "stream frame") -> Any:
+    """json.loads with a ProtocolError that shows the start of the bad frame."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        # UnicodeDecodeError (bad UTF-8 in a bytes frame) is a ValueError too.
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid UTF-8"
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        raise ProtocolError(f"malformed JSON in {what}: {reason} in {text[:80]!r}") from exc
+
+
+class NDJSONDecoder:
+    """Incremental: ``feed(bytes)`` returns the objects of the complete lines so far."""
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._lines = LineSplitter(max_line_bytes)
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        # json.loads takes bytes and validates UTF-8 itself, so no decode step is needed.
+        return [parse_json(line, "NDJSON line") for line in self._lines.feed(chunk) if line.strip()]
+
+    def flush(self) -> list[Any]:
+        return [parse_json(line, "NDJSON line") for line in self._lines.flush() if line.strip()]

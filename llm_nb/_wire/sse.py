@@ -1,0 +1,70 @@
+"""Server-sent events decoder (the framing of OpenAI and llama-server streams).
+
+Implements the event-stream parsing rules of the HTML standard: ``field: value`` lines,
+multiple ``data`` lines joined by newlines, ``:`` comment lines (llama-server's keep-alives)
+ignored, and an event dispatched at each blank line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._lines import MAX_LINE_BYTES, LineSplitter, decode_utf8
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    data: str
+    event: str | None = None
+    id: str | None = None
+
+
+class SSEDecoder:
+    """Incremental: ``feed(bytes)`` returns the events completed so far; ``flush()`` at EOF."""
+
+    __slots__ = ("_data", "_event", "_id", "_lines")
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._lines = LineSplitter(max_line_bytes)
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._id: str | None = None
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        for line in self._lines.feed(chunk):
+            self._line(line, out)
+        return out
+
+    def flush(self) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        for line in self._lines.flush():
+            self._line(line, out)
+        # A stream cut right after its last data line still delivers that event.
+        self._line(b"", out)
+        return out
+
+    def _line(self, line: bytes, out: list[SSEEvent]) -> None:
+        if not line:
+            if self._data or self._event is not None:
+                out.append(SSEEvent("\n".join(self._data), self._event, self._id))
+            self._data = []
+            self._event = None
+            return
+        if line[0] == 0x3A:  # ":" comment / keep-alive
+            return
+        # The hot path: almost every line of an LLM stream is "data: {...}".
+        if line.startswith(b"data: "):
+            self._data.append(decode_utf8(line[6:]))
+            return
+        text = decode_utf8(line)
+        name, sep, value = text.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        # "retry" and unknown fields are ignored, as the standard says.

@@ -1,0 +1,321 @@
+"""The Provider interface: one async class per wire, written once.
+
+A provider owns one server (base URL + key). Subclasses implement the wire mapping
+(request bodies, chunk parsing, model listing...); this base owns what is common: config
+resolution, one httpx client per event loop, retries, error mapping, the ``chat`` and
+``stream`` entry points and the "model not found, here is what exists" error.
+
+Operations a server does not have raise :class:`UnsupportedError`; ``capabilities`` says
+up front which ones a provider has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+import httpx
+
+from .._config import Secret, host_of, normalize_url, resolve, resolve_secret
+from .._errors import (
+    APIStatusError,
+    LLMError,
+    ModelNotFoundError,
+    UnsupportedError,
+)
+from .._stream import ChatStream
+from .._types import (
+    ChatOptions,
+    ChatResponse,
+    Delta,
+    Embeddings,
+    Health,
+    Message,
+    ModelInfo,
+    PullProgress,
+    build_messages,
+)
+from .._wire import http as wire
+from .._wire.ndjson import parse_json
+
+Prompt = str | Message | Mapping[str, Any] | Sequence[Message | Mapping[str, Any] | str]
+
+#: Sentinel a dialect's decoder yields when the wire's end marker arrives.
+END = object()
+
+
+class Provider:
+    """Base of every provider. Construct with a base URL and key, or let them resolve from
+    the environment and the user config file (see ``env_url`` / ``env_key``)."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    default_url: ClassVar[str]
+    env_url: ClassVar[tuple[str, ...]] = ()
+    env_key: ClassVar[tuple[str, ...]] = ()
+    #: How to start this server, appended to "no server answers at ..." errors.
+    start_hint: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "stream", "models"})
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | Secret | None = None,
+        http: wire.HTTPConfig | None = None,
+        retry: wire.RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        url = resolve(base_url, self.env_url, self.name, "base_url", self.default_url)
+        self.base_url = self._normalize_base_url(str(url))
+        self.host = host_of(self.base_url)
+        self._api_key = resolve_secret(api_key, self.env_key, self.name)
+        self.http = http or wire.HTTPConfig()
+        self.retry = retry or wire.RetryPolicy()
+        self._transport = transport
+        self._headers = dict(headers or {})
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+        self._clients = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "none"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, api_key={key})"
+
+    @classmethod
+    def _normalize_base_url(cls, url: str) -> str:
+        return normalize_url(url)
+
+    @property
+    def has_api_key(self) -> bool:
+        return self._api_key is not None
+
+    # -- HTTP plumbing ----------------------------------------------------------------------
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self._api_key is None:
+            return {}
+        return {"Authorization": f"Bearer {self._api_key.reveal()}"}
+
+    def _client(self) -> httpx.AsyncClient:
+        # httpx connection pools are bound to the loop that opened them; the private sync
+        # loop and the kernel's loop (for `await` in cells) each get their own client.
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            headers = {"User-Agent": "llm_nb", **self._headers, **self._auth_headers()}
+            client = wire.make_client(self.base_url, headers, self.http, self._transport)
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close this loop's connections."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _connect_failure(self, exc: Exception) -> LLMError:
+        return wire.connect_error(exc, provider=self.label, url=self.base_url, hint=self.start_hint)
+
+    def _map_error(self, response: httpx.Response, body: bytes) -> LLMError:
+        message, error_type, _code = wire.error_message_from_body(body)
+        status = response.status_code
+        return wire.status_error(
+            status,
+            f"{self.label} at {self.host} answered {status}: {message or response.reason_phrase}",
+            provider=self.label,
+            url=self.base_url,
+            error_type=error_type,
+            request_id=response.headers.get("x-request-id"),
+            retry_after=wire.retry_after_s(response.headers),
+        )
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        stream: bool = False,
+        record: ChatResponse | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        client = self._client()
+        extensions = {}
+        if timeout is not None:
+            extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+        request = client.build_request(method, path, json=json, params=params)
+        request.extensions.update(extensions)
+
+        def on_retry(attempt: int, delay: float, reason: str) -> None:
+            if record is not None:
+                record.trace.retries = attempt
+
+        return await wire.send(
+            client,
+            request,
+            policy=self.retry,
+            map_error=self._map_error,
+            describe_connect_failure=self._connect_failure,
+            on_retry=on_retry,
+            stream=stream,
+        )
+
+    async def _get_json(self, path: str, *, timeout: float | None = None, **kw: Any) -> Any:
+        response = await self._request("GET", path, timeout=timeout, **kw)
+        return parse_json(response.content, f"{self.label} {path} response")
+
+    async def _post_json(self, path: str, body: Any, **kw: Any) -> Any:
+        response = await self._request("POST", path, json=body, **kw)
+        if not response.content:
+            return None
+        return parse_json(response.content, f"{self.label} {path} response")
+
+    # -- chat -------------------------------------------------------------------------------
+
+    def stream(self, model: str, prompt: Prompt, **options: Any) -> ChatStream:
+        """Stream an answer: an async iterator of deltas whose ``.response`` is the record."""
+        return self._make_stream(model, prompt, options, stream=True)
+
+    async def chat(self, model: str, prompt: Prompt, **options: Any) -> ChatResponse:
+        """The whole answer in one response (a non-streaming request on the wire)."""
+        return await self._make_stream(model, prompt, options, stream=False).collect()
+
+    def _make_stream(
+        self, model: str, prompt: Prompt, options: Mapping[str, Any], *, stream: bool
+    ) -> ChatStream:
+        opts = options if isinstance(options, ChatOptions) else ChatOptions.from_kwargs(**options)
+        messages = build_messages(prompt, opts.system)
+        record = ChatResponse(self.name, self.host, model, stream=stream)
+        body = self._chat_body(model, messages, opts, stream)
+
+        async def send(record: ChatResponse) -> httpx.Response:
+            self._check_ready()
+            try:
+                return await self._request(
+                    "POST", self._chat_path(), json=body, stream=True, record=record
+                )
+            except APIStatusError as exc:
+                if self._is_model_missing(exc, model):
+                    raise await self._model_not_found(model, exc) from exc
+                raise
+
+        dialect = _StreamDialect(self) if stream else _WholeBodyDialect(self)
+        return ChatStream(record, send, dialect)
+
+    def _check_ready(self) -> None:
+        """Raise ConfigError before sending when something required is missing."""
+
+    def _chat_path(self) -> str:
+        raise NotImplementedError
+
+    def _chat_body(
+        self, model: str, messages: list[Message], options: ChatOptions, stream: bool
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
+        """Chunk objects from a streaming body, then END when the wire's end marker came."""
+        raise NotImplementedError
+
+    def _apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta]:
+        raise NotImplementedError
+
+    def _apply_whole(self, obj: Any, record: ChatResponse) -> list[Delta]:
+        raise NotImplementedError
+
+    # -- unknown models ---------------------------------------------------------------------
+
+    def _is_model_missing(self, exc: APIStatusError, model: str) -> bool:
+        text = exc.message.lower()
+        return exc.status_code in (400, 404) and "not found" in text and "model" in text
+
+    async def _model_not_found(self, model: str, cause: APIStatusError) -> ModelNotFoundError:
+        try:
+            names = [m.name for m in await asyncio.wait_for(self.models(), 5)]
+        except (LLMError, TimeoutError):
+            names = []
+        listing = ", ".join(names[:20]) if names else "none listed"
+        return ModelNotFoundError(
+            f"model {model!r} not found on {self.name}@{self.host}; available: {listing}",
+            model=model,
+            available=names,
+            status_code=cause.status_code,
+            provider=self.label,
+            url=self.base_url,
+        )
+
+    # -- model management -------------------------------------------------------------------
+
+    async def models(self) -> list[ModelInfo]:
+        raise self._unsupported("list models")
+
+    async def health(self) -> Health:
+        raise self._unsupported("report health")
+
+    async def load(self, model: str) -> None:
+        raise self._unsupported("load models")
+
+    async def unload(self, model: str) -> None:
+        raise self._unsupported("unload models")
+
+    def pull(self, model: str) -> AsyncIterator[PullProgress]:
+        raise self._unsupported("pull models")
+
+    async def delete(self, model: str) -> None:
+        raise self._unsupported("delete models")
+
+    async def embed(self, model: str, inputs: str | Sequence[str]) -> Embeddings:
+        raise self._unsupported("compute embeddings")
+
+    def _unsupported(self, what: str) -> UnsupportedError:
+        return UnsupportedError(
+            f"{self.label} cannot {what}; supported here: {', '.join(sorted(self.capabilities))}",
+            provider=self.label,
+            url=self.base_url,
+        )
+
+
+class _StreamDialect:
+    """Adapts a provider's streaming hooks to the stream engine."""
+
+    __slots__ = ("_p",)
+
+    def __init__(self, provider: Provider) -> None:
+        self._p = provider
+
+    def decode(self, response: httpx.Response) -> AsyncIterator[Any]:
+        return self._p._decode_stream(response)
+
+    def apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta] | None:
+        if obj is END:
+            return None
+        return self._p._apply_chunk(obj, record)
+
+
+class _WholeBodyDialect:
+    """A non-streaming answer is one chunk: the whole body, then the end."""
+
+    __slots__ = ("_p",)
+
+    def __init__(self, provider: Provider) -> None:
+        self._p = provider
+
+    async def decode(self, response: httpx.Response) -> AsyncIterator[Any]:
+        body = await response.aread()
+        yield parse_json(body, f"{self._p.label} chat response")
+        yield END
+
+    def apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta] | None:
+        if obj is END:
+            return None
+        return self._p._apply_whole(obj, record)

