@@ -26,6 +26,13 @@ _LAZY = {
     "sync": "._api",
     "SyncStream": "._api",
     "registry": "._registry",
+    "set_price": "._stats",
+    "warmup": "._stats",
+    "run": "._stats",
+    "export": "._stats",
+    "history": "._stats",
+    "summary": "._stats",
+    "stats": "._stats",
     "ChatStream": "._stream",
     "Secret": "._config",
     "ChatOptions": "._types",
@@ -63,6 +70,8 @@ _LAZY = {
     "ServerError": "._errors",
     "ServiceUnavailableError": "._errors",
     "ProtocolError": "._errors",
+    "load_ipython_extension": "._magics",
+    "unload_ipython_extension": "._magics",
 }
 
 __all__ = [
@@ -110,11 +119,20 @@ __all__ = [
     "astream",
     "chat",
     "discover",
+    "export",
+    "history",
+    "load_ipython_extension",
     "models",
     "provider",
     "registry",
+    "run",
+    "set_price",
+    "stats",
     "stream",
+    "summary",
     "sync",
+    "unload_ipython_extension",
+    "warmup",
 ]
 
 
@@ -167,6 +185,7 @@ if TYPE_CHECKING:
         UnsupportedError,
     )
     from ._registry import registry
+    from ._stats import export, history, run, set_price, stats, summary, warmup
     from ._stream import ChatStream
     from ._types import (
         ChatOptions,

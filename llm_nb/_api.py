@@ -124,6 +124,16 @@ class SyncProvider:
     def __repr__(self) -> str:
         return f"sync({self.provider!r})"
 
+    def __enter__(self) -> SyncProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections this provider opened from sync code."""
+        run_sync(self.provider.aclose())
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.provider, name)
         if not callable(attr):

@@ -17,7 +17,9 @@
     │   ├── RateLimitError         429
     │   └── ServerError            >= 500
     │       └── ServiceUnavailableError  503, e.g. llama-server still loading its model
-    └── ProtocolError              the server sent something that is not the protocol
+    ├── ProtocolError              the server sent something that is not the protocol
+    ├── BuildError                 building the bundled llama-server failed (in _embedded)
+    └── LlamaServerError           the bundled llama-server did not start (in _embedded)
 
 A stream that fails after tokens arrived raises one of these with ``partial`` set to the
 record of what was received, so nothing the user already saw is lost.

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -58,22 +59,64 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     if in_loop_thread():
         coro.close()
         raise RuntimeError("llm_nb's sync API was called from its own loop; use the async API")
-    future = asyncio.run_coroutine_threadsafe(coro, get_loop())
-    return _wait(future, timeout)
-
-
-def _wait(future: Future[T], timeout: float | None) -> T:
+    job = submit(coro)
     try:
-        return future.result(timeout)
+        result: T = job.future.result(timeout)
+        return result
     except BaseException:
         # KeyboardInterrupt (Ctrl-C, kernel interrupt) or timeout: stop the work on the
         # loop thread too, and give it a moment to close its sockets.
-        if not future.done():
-            future.cancel()
-            # The cleanup's own outcome is not the caller's error: theirs is re-raised below.
-            with contextlib.suppress(BaseException):
-                future.exception(CANCEL_GRACE_S)
+        job.cancel_and_wait()
         raise
+
+
+class Job:
+    """A coroutine running on the llm_nb loop: its result, and when it really finished."""
+
+    __slots__ = ("finished", "future")
+
+    def __init__(self) -> None:
+        self.future: Future[Any] = Future()
+        #: Set once the task has run its ``finally`` blocks, whatever the outcome.
+        self.finished = threading.Event()
+
+    def cancel_and_wait(self, grace_s: float = CANCEL_GRACE_S) -> None:
+        self.future.cancel()
+        self.finished.wait(grace_s)
+
+
+def submit(coro: Coroutine[Any, Any, Any]) -> Job:
+    """Schedule ``coro`` on the llm_nb loop in a copy of the caller's context, so context
+    variables (the stats run id, the warm-up flag) follow the call to the loop thread."""
+    loop = get_loop()
+    ctx = contextvars.copy_context()
+    job = Job()
+
+    def start() -> None:
+        if job.future.cancelled():
+            coro.close()
+            job.finished.set()
+            return
+        task = loop.create_task(coro, context=ctx)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            # The caller may have cancelled the Future meanwhile, from its own thread.
+            with contextlib.suppress(InvalidStateError):
+                if t.cancelled():
+                    job.future.cancel()
+                elif (exc := t.exception()) is not None:
+                    job.future.set_exception(exc)
+                else:
+                    job.future.set_result(t.result())
+            job.finished.set()
+
+        task.add_done_callback(done)
+        job.future.add_done_callback(
+            lambda f: loop.call_soon_threadsafe(task.cancel) if f.cancelled() else None
+        )
+
+    loop.call_soon_threadsafe(start)
+    return job
 
 
 _DONE = object()
@@ -103,7 +146,7 @@ def iterate_sync(aiter_factory: Any, maxsize: int = 0) -> Iterator[Any]:
                 await aclose()
             q.put(_DONE)
 
-    future = asyncio.run_coroutine_threadsafe(pump(), get_loop())
+    job = submit(pump())
     try:
         while True:
             item = q.get()
@@ -113,10 +156,8 @@ def iterate_sync(aiter_factory: Any, maxsize: int = 0) -> Iterator[Any]:
                 raise item.exc
             yield item
     finally:
-        if not future.done():
-            future.cancel()
-            with contextlib.suppress(BaseException):
-                future.exception(CANCEL_GRACE_S)
+        if not job.finished.is_set():
+            job.cancel_and_wait()
 
 
 class _Raised:

@@ -21,6 +21,20 @@ class CallObserver(Protocol):
 
 
 _observers: list[CallObserver] = []
+_default_installed = False
+
+
+def _install_default() -> None:
+    """Recording is on by default: the first call installs the stats recorder."""
+    global _default_installed
+    _default_installed = True
+    try:
+        from ._stats._recorder import get_recorder, recording_enabled
+
+        if recording_enabled():
+            add(get_recorder())
+    except Exception as exc:  # recording must never stop a call from being made
+        warnings.warn(f"llm_nb stats recording is off: {exc!r}", RuntimeWarning, stacklevel=3)
 
 
 def add(observer: CallObserver) -> None:
@@ -34,6 +48,8 @@ def remove(observer: CallObserver) -> None:
 
 
 def started(record: ChatResponse) -> None:
+    if not _default_installed:
+        _install_default()
     for obs in list(_observers):
         try:
             obs.call_started(record)

@@ -217,7 +217,8 @@ class ChatStream:
                 ToolCall(name or "", "".join(args), id_)
                 for _, (id_, name, args) in sorted(self._tools.items())
             ]
-            if record.finish_reason is None and status == "ok":
+            # Ollama says "stop" after tool calls; the others say "tool_calls". One name here.
+            if record.finish_reason in (None, "stop") and status == "ok":
                 record.finish_reason = "tool_calls"
         record.status = status  # type: ignore[assignment]
         record.error = error

@@ -242,6 +242,8 @@ class CallTrace:
     """
 
     started_at: datetime | None = None
+    #: Set by a concurrency limiter when the call started waiting for its turn (queue_s).
+    t_queued_ns: int | None = None
     t_send_ns: int | None = None
     t_headers_ns: int | None = None
     t_first_token_ns: int | None = None
@@ -277,6 +279,10 @@ class ChatResponse:
     error: BaseException | None = None
     stream: bool = True
     trace: CallTrace = field(default_factory=CallTrace)
+    #: Identity for the stats: set when the call starts (see llm_nb.run / llm_nb.warmup).
+    call_id: str = ""
+    run_id: str | None = None
+    warmup: bool = False
     raw: dict[str, Any] | None = field(default=None, repr=False)
 
     def __str__(self) -> str:

@@ -83,6 +83,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.server)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Recording is on by default and appends to a store in the user's data dir; the test
+    # session's calls go to a throwaway one instead (unless the caller chose a dir).
+    if "LLM_NB_DATA_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["LLM_NB_DATA_DIR"] = tempfile.mkdtemp(prefix="llm_nb-test-data-")
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build llama-server / fetch the model now, before any test's timeout starts ticking.
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import ollama
@@ -111,7 +111,8 @@ def openai_client(handler: Callable[[httpx.Request], httpx.Response]) -> openai.
         api_key="sk-test-0000",
         base_url="http://openai.test/v1",
         max_retries=0,
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        # openai 3.x is typed for httpx2 but also takes an httpx client, the only kind 1.x knows.
+        http_client=cast(Any, httpx.AsyncClient(transport=httpx.MockTransport(handler))),
     )
 
 
@@ -360,6 +361,15 @@ def user(content: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
+async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    """Poll ``condition`` while the server thread catches up."""
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return condition()
+
+
 async def drain(stream: AsyncIterator[Any], into: list[Any] | None = None) -> list[Any]:
     """Read a client stream to the end, keeping what arrived before any error."""
     received = [] if into is None else into
@@ -460,7 +470,7 @@ async def test_chat_tool_call_round_trip(
     assert calls[0].function.arguments == {"city": "Paris", "unit": "celsius"}
     assert calls[1].function.arguments == {"timezone": "Paris"}
     assert first.done_reason == "stop"
-    history = [
+    history: list[Any] = [
         *ask,
         first.message,
         {"role": "tool", "content": "18 degrees", "tool_name": "get_weather"},
@@ -625,10 +635,7 @@ async def test_client_disconnect_stops_the_stream(server: OllamaContractServer) 
             if not part.done:
                 break
         await stream.aclose()
-    deadline = time.monotonic() + 5
-    while server.disconnects == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    assert server.disconnects == 1
+    assert await eventually(lambda: server.disconnects == 1)
     # The model stays listed; a new request still works after the abandoned one.
     async with ollama.AsyncClient(host=server.url, timeout=30) as client:
         server.faults.chunk_delay_s = 0
@@ -915,10 +922,7 @@ async def test_backend_closed_when_client_disconnects(
         async for _part in stream:
             break
         await stream.aclose()
-    deadline = time.monotonic() + 5
-    while not scripted.closed and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    assert scripted.closed, "the upstream llama-server request is closed"
+    assert await eventually(lambda: scripted.closed), "the upstream request is closed"
     assert backed.disconnects == 1
 
 
@@ -987,16 +991,22 @@ async def test_real_chat_limits_and_format(real: OllamaContractServer) -> None:
 
 @pytest.mark.server
 async def test_real_ps_embed_and_disconnect(real: OllamaContractServer) -> None:
+    assert real.backend_url
+    async with httpx.AsyncClient(base_url=real.backend_url) as http:
+        n_ctx = (await http.get("/props")).json()["default_generation_settings"]["n_ctx"]
     async with ollama.AsyncClient(host=real.url, timeout=120) as client:
         await client.chat("smollm2:135m", [], keep_alive="2m")
         (running,) = (await client.ps()).models
-        assert running.context_length and running.context_length > 0
-        assert len((await client.embed("smollm2:135m", "hi")).embeddings) == 1
+        assert running.context_length == n_ctx, "the backend's real per-slot context"
+        embedded = await client.embed("smollm2:135m", ["hello there", "bye"])
+        assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) == 576
+        assert embedded.prompt_eval_count and embedded.prompt_eval_count > 2
         stream = await client.chat(
             "smollm2:135m", user("Tell a long story."), stream=True, options={"num_predict": 400}
         )
         async for _part in stream:
             break
         await stream.aclose()
+        assert await eventually(lambda: real.disconnects == 1)
         after = await client.chat("smollm2:135m", user("Hi"), options={"num_predict": 2})
         assert after.done, "the abandoned generation freed the slot"

@@ -319,8 +319,9 @@ async def test_unknown_model_lists_available() -> None:
         )
 
     p = provider(OpenAIProvider, handler)
-    # OpenAI says "does not exist", not "not found": only the 404 on a chat says it.
-    with pytest.raises(llm_nb.NotFoundError):
+    with pytest.raises(
+        ModelNotFoundError, match=r"'nope' not found on openai@.*available: qwen, phi"
+    ):
         await p.chat("nope", "hi")
 
 

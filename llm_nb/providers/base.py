@@ -125,8 +125,13 @@ class Provider:
     def _connect_failure(self, exc: Exception) -> LLMError:
         return wire.connect_error(exc, provider=self.label, url=self.base_url, hint=self.start_hint)
 
+    def _clean(self, message: str) -> str:
+        """A server's error text made safe to show: one line, no key in it."""
+        return wire.clean_message(message, self._api_key.reveal() if self._api_key else None)
+
     def _map_error(self, response: httpx.Response, body: bytes) -> LLMError:
         message, error_type, _code = wire.error_message_from_body(body)
+        message = self._clean(message)
         status = response.status_code
         return wire.status_error(
             status,
@@ -236,8 +241,13 @@ class Provider:
     # -- unknown models ---------------------------------------------------------------------
 
     def _is_model_missing(self, exc: APIStatusError, model: str) -> bool:
+        # OpenAI: 404 "The model `x` does not exist"; llama router: 400 "model 'x' not found".
         text = exc.message.lower()
-        return exc.status_code in (400, 404) and "not found" in text and "model" in text
+        if "model" not in text:
+            return False
+        return (exc.status_code == 404 and ("does not exist" in text or "not found" in text)) or (
+            exc.status_code == 400 and "not found" in text
+        )
 
     async def _model_not_found(self, model: str, cause: APIStatusError) -> ModelNotFoundError:
         try:

@@ -125,7 +125,7 @@ class OllamaProvider(Provider):
 
     async def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
         decoder = NDJSONDecoder()
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():
             for obj in decoder.feed(chunk):
                 yield obj
                 if isinstance(obj, dict) and obj.get("done"):
@@ -142,6 +142,7 @@ class OllamaProvider(Provider):
             raise self._protocol(f"expected a JSON object per line, got {type(obj).__name__}")
         if "error" in obj:
             message, _, _ = wire.error_fields(obj)
+            message = self._clean(message)
             exc = wire.status_error(
                 500,
                 f"Ollama at {self.host} sent an error mid-stream: {message}",
@@ -280,10 +281,10 @@ class OllamaProvider(Provider):
         )
         try:
             decoder = NDJSONDecoder()
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_bytes():
                 for obj in decoder.feed(chunk):
                     if "error" in obj:
-                        message, _, _ = wire.error_fields(obj)
+                        message = self._clean(wire.error_fields(obj)[0])
                         raise ModelNotFoundError(
                             f"Ollama at {self.host} could not pull {model!r}: {message}",
                             model=model,

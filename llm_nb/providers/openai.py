@@ -125,7 +125,7 @@ class OpenAIProvider(Provider):
 
     async def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
         decoder = SSEDecoder()
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():
             for event in decoder.feed(chunk):
                 if event.data == "[DONE]":
                     yield END
@@ -204,6 +204,7 @@ class OpenAIProvider(Provider):
 
     def _stream_error(self, obj: dict[str, Any], record: ChatResponse) -> Exception:
         message, error_type, code = wire.error_fields(obj)
+        message = self._clean(message)
         status = code if isinstance(code, int) and 400 <= code < 600 else 500
         exc = wire.status_error(
             status,

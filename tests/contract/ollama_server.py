@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -208,6 +208,9 @@ class _Failure:
 
 
 _Event = _Delta | _Done | _Failure
+# Generators, not plain iterators: closing one closes the upstream request it is reading.
+_Events = Generator[_Event, None, None]
+_Lines = Generator[JSON | _Failure, None, None]
 
 
 @dataclass
@@ -220,7 +223,7 @@ class _Reply:
 
 @dataclass
 class _StreamReply:
-    lines: Iterator[JSON | _Failure]
+    lines: _Lines
     schema: type[BaseModel]
 
 
@@ -393,9 +396,8 @@ class OllamaContractServer:
         if self._explicit_models:
             return
         # The real model replaces the fake catalogue: size, parameters and context are its own.
-        meta = (self._http.get(self._backend("/v1/models")).json().get("data") or [{}])[0].get(
-            "meta"
-        )
+        listed = self._http.get(self._backend("/v1/models")).json().get("data") or [{}]
+        meta = listed[0].get("meta")
         spec = DEFAULT_MODELS["smollm2:135m"]
         if meta:
             spec = replace(
@@ -529,17 +531,13 @@ class OllamaContractServer:
             out["parameters"] = "\n".join(f'{"stop":<30} "{s}"' for s in spec.stop)
         if spec.template:
             out["template"] = spec.template
-        return _Reply(
-            200,
-            _ordered(out, ("license", "modelfile", "parameters", "template")),
-            ollama.ShowResponse,
-        )
+        return _Reply(200, out, ollama.ShowResponse)
 
     def _delete(self, body: Any) -> _Reply:
         req = _require_object(body)
         raw = str(req.get("model") or req.get("name") or "")
         if not raw:
-            raise _APIError(400, f"name {raw!r} is invalid")
+            raise _APIError(400, f"name {json.dumps(raw)} is invalid")
         name = _normalize(raw)
         with self._lock:
             # Like Ollama, deleting does not unload a running copy: ps keeps it until it expires.
@@ -558,7 +556,7 @@ class OllamaContractServer:
             return _wait_for_stream(lines)
         return _StreamReply(lines, ollama.ProgressResponse)
 
-    def _pull_lines(self, name: str) -> Iterator[JSON | _Failure]:
+    def _pull_lines(self, name: str) -> _Lines:
         yield {"status": "pulling manifest"}
         spec = self._registry.get(name)
         if spec is None:
@@ -706,11 +704,11 @@ class OllamaContractServer:
         self,
         raw: str,
         name: str,
-        events: Iterator[_Event],
+        events: _Events,
         started: int,
         load_ns: int,
         keep_alive: timedelta,
-    ) -> Iterator[JSON | _Failure]:
+    ) -> _Lines:
         try:
             with contextlib.closing(events):
                 for event in events:
@@ -737,7 +735,7 @@ class OllamaContractServer:
         finally:
             self._release(name, keep_alive)
 
-    def _backend_chat(self, payload: JSON, seq: int) -> Iterator[_Event]:
+    def _backend_chat(self, payload: JSON, seq: int) -> _Events:
         """Stream llama-server's SSE and turn it into deltas; its ``timings`` become the metrics."""
         calls: dict[int, dict[str, str]] = {}
         finish: str | None = None
@@ -758,13 +756,8 @@ class OllamaContractServer:
                     if data == "[DONE]":
                         break
                     chunk = json.loads(data)
-                    if "error" in chunk:
-                        error = chunk["error"]
-                        yield _Failure(
-                            error.get("message", str(error))
-                            if isinstance(error, dict)
-                            else str(error)
-                        )
+                    if "error" in chunk:  # llama-server's in-stream error: no [DONE] follows
+                        yield _Failure(_error_message(chunk["error"]))
                         return
                     timings = chunk.get("timings") or timings
                     usage = chunk.get("usage") or usage
@@ -988,7 +981,7 @@ class _Handler(BaseHTTPRequestHandler):
             except (BrokenPipeError, ConnectionResetError):
                 self._abandon()
 
-    def _guarded(self, lines: Iterator[JSON | _Failure], where: str) -> Iterator[JSON | _Failure]:
+    def _guarded(self, lines: _Lines, where: str) -> _Lines:
         """Turn a bug while producing lines into a violation and an error line."""
         try:
             yield from lines
@@ -1195,7 +1188,7 @@ def _fake_chat(
     fmt: Any,
     think: bool,
     seq: int,
-) -> Iterator[_Event]:
+) -> _Events:
     """A deterministic stand-in for the model: same request, same text, tool calls and counts.
 
     It answers tool calls for every tool named in the last user message (else the first tool),
@@ -1309,7 +1302,7 @@ def _chat_object(
     return obj
 
 
-def _collect_chat(lines: Iterator[JSON | _Failure]) -> _Reply:
+def _collect_chat(lines: _Lines) -> _Reply:
     """stream:false as ChatHandler does it: concatenate pieces into the final object."""
     content, thinking, calls = [], [], []
     last: JSON | None = None
@@ -1332,7 +1325,7 @@ def _collect_chat(lines: Iterator[JSON | _Failure]) -> _Reply:
     return _Reply(200, last, ollama.ChatResponse)
 
 
-def _wait_for_stream(lines: Iterator[JSON | _Failure]) -> _Reply:
+def _wait_for_stream(lines: _Lines) -> _Reply:
     """waitForStream: the last progress object, or the error with status 500."""
     latest: JSON = {}
     with contextlib.closing(lines):
@@ -1351,10 +1344,13 @@ def _backend_error_message(response: httpx.Response) -> str:
     try:
         error = response.json().get("error")
     except (json.JSONDecodeError, AttributeError):
-        return response.text or f"llama-server answered {response.status_code}"
-    if isinstance(error, dict):
-        return str(error.get("message") or error)
-    return str(error or response.text)
+        error = None
+    return _error_message(error) if error else response.text or f"HTTP {response.status_code}"
+
+
+def _error_message(error: Any) -> str:
+    """llama-server errors are {"code", "message", "type"} objects."""
+    return str(error.get("message") or error) if isinstance(error, dict) else str(error)
 
 
 def _dropped_keys(sent: Any, model: BaseModel, prefix: str) -> list[str]:
@@ -1443,13 +1439,6 @@ def _modelfile(name: str, spec: ModelSpec) -> str:
     if spec.license:
         lines.append(f'LICENSE """{spec.license}"""')
     return "\n".join(lines) + "\n"
-
-
-def _ordered(obj: JSON, first: tuple[str, ...]) -> JSON:
-    return {
-        **{k: obj[k] for k in first if k in obj},
-        **{k: v for k, v in obj.items() if k not in first},
-    }
 
 
 def _without_zeros(obj: JSON, keep: tuple[str, ...]) -> JSON:

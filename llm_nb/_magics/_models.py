@@ -1,0 +1,221 @@
+"""``%llm_models``: one table of every known server's models, and load/unload/pull/delete.
+
+"Known" means: providers already in use (the registry), providers configured through the
+environment or the user config file, and local servers found by discovery on their default
+ports. Discovery runs on the first listing and on ``refresh``; after that the registry
+remembers what it found, so a listing only asks each server for its models. Servers are
+asked concurrently, each with a short timeout, and one that does not answer becomes an
+``unreachable`` row rather than an error for the whole table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from .._errors import APIConnectionError, ConfigError, LLMError
+from .._types import ModelInfo, PullProgress
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .._registry import Registry
+    from ..providers.base import Provider
+
+COLUMNS = ("provider", "host", "model", "status", "size", "quantization", "context")
+#: Per-server limit for listing its models; discovery itself probes with 0.5 s.
+LIST_TIMEOUT_S = 5.0
+_PROVIDERS = ("llamacpp", "ollama", "openai")
+
+
+def models_frame(discover: bool) -> pd.DataFrame:
+    """The table, one row per model (or per server that did not answer)."""
+    import pandas as pd
+
+    from .._loop import run_sync
+
+    rows, problems = run_sync(_collect(discover))
+    for problem in problems:
+        print(f"llm_nb: {problem}", file=sys.stderr)
+    if not rows:
+        print(
+            "llm_nb: no model server found; start llama-server (port 8080) or Ollama (11434), "
+            "set LLAMA_CPP_URL / OLLAMA_HOST / OPENAI_API_KEY, or use the model 'local'",
+            file=sys.stderr,
+        )
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    # Nullable integers: an unreachable server's row must not turn 4096 into 4096.0.
+    frame["context"] = frame["context"].astype("Int64")
+    return frame
+
+
+async def _collect(discover: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    from .._registry import registry
+
+    reg = registry()
+    if discover:
+        await reg.discover()
+    problems = _add_configured(reg)
+    providers = sorted(reg.providers(), key=lambda p: (p.name, p.host))
+    listings = await asyncio.gather(*(_list(p) for p in providers))
+    rows: list[dict[str, Any]] = []
+    for p, listing in zip(providers, listings, strict=True):
+        if isinstance(listing, LLMError):
+            status = "unreachable" if isinstance(listing, APIConnectionError) else "error"
+            rows.append(
+                dict.fromkeys(COLUMNS)
+                | {"provider": p.name, "host": p.host, "model": "", "status": status}
+            )
+            if status == "error":  # unreachable needs no words: the row says it
+                problems.append(str(listing))
+            continue
+        rows.extend(_row(info) for info in listing)
+    return rows, problems
+
+
+def _add_configured(reg: Registry) -> list[str]:
+    """Put providers set up in the environment or config file into the registry."""
+    from .._config import file_setting
+    from .._registry import provider_class
+
+    problems = []
+    for name in _PROVIDERS:
+        cls = provider_class(name)
+        env_set = any(os.environ.get(var) for var in (*cls.env_url, *cls.env_key))
+        if env_set or file_setting(name, "base_url") or file_setting(name, "api_key"):
+            try:
+                reg.get(name)
+            except ConfigError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+async def _list(p: Provider) -> list[ModelInfo] | LLMError:
+    try:
+        return await asyncio.wait_for(p.models(), LIST_TIMEOUT_S)
+    except TimeoutError:
+        return APIConnectionError(
+            f"{p.label} at {p.host} did not list its models within {LIST_TIMEOUT_S:.0f} s",
+            provider=p.label,
+            url=p.base_url,
+        )
+    except LLMError as exc:
+        return exc
+
+
+def _row(info: ModelInfo) -> dict[str, Any]:
+    return {
+        "provider": info.provider,
+        "host": info.host,
+        "model": info.name,
+        "status": info.status,
+        "size": _size(info.size_bytes),
+        "quantization": info.quantization,
+        "context": info.context_length,
+    }
+
+
+def _size(n: int | None) -> str | None:
+    if n is None:
+        return None
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+# -- managing one model -----------------------------------------------------------------------
+
+
+def manage(action: str, model_id: str, *, rich: bool, throttle_s: float) -> str:
+    """Run load/unload/pull/delete on ``model_id``; returns the line to print."""
+    from .._api import provider
+    from .._loop import iterate_sync, run_sync
+
+    p, name = provider(model_id)
+    where = f"{p.name}:{name}@{p.host}"
+    if action == "pull":
+        progress = _progress(rich, where, throttle_s)
+        try:
+            for step in iterate_sync(lambda: p.pull(name)):
+                progress.step(step)
+        finally:
+            progress.close()
+        return f"pulled {where}"
+    if action == "load":
+        run_sync(p.load(name))
+        return f"loaded {where}"
+    if action == "unload":
+        run_sync(p.unload(name))
+        return f"unloaded {where}"
+    run_sync(p.delete(name))
+    return f"deleted {where}"
+
+
+class _TextProgress:
+    """Pull progress as printed lines: each new step, and the percentage now and then."""
+
+    #: A terminal or a saved notebook should not fill with one line per chunk.
+    PERCENT_EVERY_S = 1.0
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._status = ""
+        self._next = 0.0
+
+    def step(self, p: PullProgress) -> None:
+        now = time.perf_counter()
+        if p.status != self._status or (p.fraction is not None and now >= self._next):
+            percent = "" if p.fraction is None else f" {p.fraction:.0%}"
+            print(f"{self._label}: {p.status}{percent}", flush=True)
+            self._status = p.status
+            self._next = now + self.PERCENT_EVERY_S
+
+    def close(self) -> None:
+        pass
+
+
+class _WidgetProgress:
+    """Pull progress as an ipywidgets bar and label, redrawn at most once per throttle."""
+
+    def __init__(self, label: str, throttle_s: float) -> None:
+        import ipywidgets as w  # type: ignore[import-untyped]
+
+        from ._display import ipython_display
+
+        self._bar = w.IntProgress(min=0, max=1000, description="pull", bar_style="info")
+        self._text = w.Label(label)
+        self._label = label
+        self._throttle_s = throttle_s
+        self._next = 0.0
+        self._last: PullProgress | None = None
+        ipython_display()(w.HBox([self._bar, self._text]))
+
+    def step(self, p: PullProgress) -> None:
+        self._last = p
+        now = time.perf_counter()
+        if now >= self._next:
+            self._draw(p)
+            self._next = now + self._throttle_s
+
+    def _draw(self, p: PullProgress) -> None:
+        if p.fraction is not None:
+            self._bar.value = round(p.fraction * 1000)
+        percent = "" if p.fraction is None else f" {p.fraction:.0%}"
+        self._text.value = f"{self._label}: {p.status}{percent}"
+
+    def close(self) -> None:
+        if self._last is not None:
+            self._draw(self._last)
+        ok = self._last is not None and self._last.status == "success"
+        self._bar.bar_style = "success" if ok else "danger"
+
+
+def _progress(rich: bool, label: str, throttle_s: float) -> _TextProgress | _WidgetProgress:
+    if rich and importlib.util.find_spec("ipywidgets") is not None:
+        return _WidgetProgress(label, throttle_s)
+    return _TextProgress(label)

@@ -1,0 +1,122 @@
+"""Answers as MIME bundles: one answer in the chosen format, or several side by side.
+
+Every bundle carries ``text/plain`` next to its rich type, so frontends that cannot render
+Markdown or HTML (a terminal, ``nbconvert --to script``, a diff tool reading the .ipynb)
+still show the answer, and the saved notebook holds the text itself.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Bundle = dict[str, Any]
+
+#: A fenced block: opening fence (``` or ~~~, 3 or more) with its info string, then the body
+#: up to a matching closing fence or, while the answer is still streaming, the end.
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)\n(.*?)(?:^ {0,3}\1[ \t]*$|\Z)", re.M | re.S)
+_BACKTICKS = re.compile(r"`+")
+
+
+def waiting_bundle() -> Bundle:
+    """What the output shows between sending and the first token."""
+    return {"text/plain": "…"}
+
+
+def answer_bundle(text: str, fmt: str, *, reasoning: str = "", note: str | None = None) -> Bundle:
+    """One answer rendered as ``fmt`` (markdown · text · code · json · html); ``note`` (e.g.
+    ``interrupted``) is appended as a visible ``[note]`` marker."""
+    plain = text + (f"\n[{note}]" if note else "")
+    if fmt == "markdown":
+        md = text
+        if reasoning:
+            md = f"<details><summary>reasoning</summary>\n\n{reasoning}\n\n</details>\n\n{text}"
+        return {"text/markdown": md + _md_note(note), "text/plain": plain}
+    if fmt == "code":
+        lang, code = extract_code(text)
+        fence = "`" * max([3, *(len(run) + 1 for run in _BACKTICKS.findall(code))])
+        md = f"{fence}{lang}\n{code}\n{fence}" + _md_note(note)
+        return {"text/markdown": md, "text/plain": code + (f"\n[{note}]" if note else "")}
+    if fmt == "json":
+        value = parse_json_answer(text)
+        if note is None and isinstance(value, dict | list):
+            return {"application/json": value, "text/plain": json.dumps(value, indent=2)}
+        return {"text/plain": plain}
+    if fmt == "html":
+        marker = f"<p><b>[{html.escape(note)}]</b></p>" if note else ""
+        return {"text/html": text + marker, "text/plain": plain}
+    return {"text/plain": plain}
+
+
+def _md_note(note: str | None) -> str:
+    return f"\n\n**[{note}]**" if note else ""
+
+
+def extract_code(text: str) -> tuple[str, str]:
+    """(language, code) of the fenced blocks in an answer, joined; the whole answer when it
+    has no fence. An unclosed fence (still streaming) counts up to the end."""
+    blocks = _FENCE.findall(text)
+    if not blocks:
+        return "", text.strip("\n")
+    lang = blocks[0][1].strip().split(" ")[0]
+    return lang, "\n\n".join(body.rstrip("\n") for _, _, body in blocks)
+
+
+def parse_json_answer(text: str) -> Any:
+    """The JSON value of an answer (inside a fenced block or bare), or None if it is not JSON."""
+    _, candidate = extract_code(text)
+    try:
+        return json.loads(candidate)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One model's answer in a side-by-side view."""
+
+    label: str
+    text: str
+    footer: str
+    note: str | None = None
+    failed: bool = False
+
+
+_BOX = (
+    "flex:1 1 0;min-width:12em;padding:0.4em 0.6em;"
+    "border:1px solid var(--jp-border-color2,#ddd);border-radius:4px"
+)
+_MUTED = "color:var(--jp-ui-font-color2,#777);font-size:0.85em"
+
+
+def columns_bundle(columns: Sequence[Column], fmt: str) -> Bundle:
+    """Several answers side by side (an HTML flex row), each with its footer of figures."""
+    cells = []
+    for col in columns:
+        body = col.text if fmt == "html" else html.escape(col.text)
+        note = ""
+        if col.note:
+            color = "var(--jp-error-color1,#c00)" if col.failed else "inherit"
+            note = f'<div style="color:{color};font-weight:bold">[{html.escape(col.note)}]</div>'
+        cells.append(
+            f'<div style="{_BOX}">'
+            f'<div style="font-weight:bold;margin-bottom:0.3em">{html.escape(col.label)}</div>'
+            f'<div style="white-space:pre-wrap;word-wrap:break-word">{body}</div>{note}'
+            f'<div style="{_MUTED};margin-top:0.4em">{html.escape(col.footer)}</div></div>'
+        )
+    row = f'<div style="display:flex;gap:0.6em;align-items:flex-start">{"".join(cells)}</div>'
+    return {"text/html": row, "text/plain": columns_text(columns)}
+
+
+def columns_text(columns: Sequence[Column]) -> str:
+    """The side-by-side view as plain text: one section per model."""
+    return "\n\n".join(_section(col) for col in columns)
+
+
+def _section(col: Column) -> str:
+    note = f"\n[{col.note}]" if col.note else ""
+    return f"── {col.label} ──\n{col.text}{note}\n({col.footer})"

@@ -1,0 +1,108 @@
+"""DataFrames over the recorded rows: per call, per model summary, and the on-disk history.
+The only module of llm_nb that imports pandas, and only when one of these is called."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._row import COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ._recorder import Recorder
+
+SUMMARY_METRICS = ("ttft_s", "tpot_s", "e2e_s", "output_tps")
+QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99))
+GROUP = ["run_id", "provider", "host", "model"]
+
+
+def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df["started_at"] = pd.to_datetime(df["started_at"], utc=True)
+    for col in ("stream", "warmup"):
+        df[col] = df[col].astype(bool)
+    return df
+
+
+def stats(recorder: Recorder, run_id: str | None = None) -> pd.DataFrame:
+    df = frame(recorder.rows())
+    return df[df["run_id"] == run_id].reset_index(drop=True) if run_id else df
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, provider, host, model): counts, error rate, mean and percentiles of
+    ttft_s, tpot_s, e2e_s and output_tps over ok calls, and throughput. Warm-up calls are
+    left out."""
+    import numpy as np
+    import pandas as pd
+
+    df = df[~df["warmup"]]
+    out = []
+    for key, g in df.groupby(GROUP, sort=False, dropna=False):
+        ok = g[g["status"] == "ok"]
+        row: dict[str, Any] = dict(zip(GROUP, key, strict=True))
+        row["n_ok"] = len(ok)
+        row["n_error"] = len(g) - len(ok)
+        row["error_rate"] = row["n_error"] / len(g) if len(g) else np.nan
+        for m in SUMMARY_METRICS:
+            values = ok[m].dropna()
+            row[f"{m}_mean"] = values.mean() if len(values) else np.nan
+            for name, q in QUANTILES:
+                row[f"{m}_{name}"] = values.quantile(q) if len(values) else np.nan
+            row[f"{m}_max"] = values.max() if len(values) else np.nan
+        tokens = ok["completion_tokens"].sum()
+        row["output_tokens"] = tokens
+        # Wall time of the run for this model: first send to last end, so concurrency counts.
+        if len(ok):
+            start = ok["started_at"].min()
+            end = (ok["started_at"] + pd.to_timedelta(ok["e2e_s"], unit="s")).max()
+            wall = (end - start).total_seconds()
+            row["throughput_tps"] = tokens / wall if wall > 0 else np.nan
+        else:
+            row["throughput_tps"] = np.nan
+        energy = ok["gpu_energy_j"].dropna()
+        row["energy_j_per_token"] = energy.sum() / tokens if len(energy) and tokens else np.nan
+        row["cost_usd"] = ok["cost_usd"].sum(min_count=1)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def history(path: Path | None = None) -> pd.DataFrame:
+    """Every call ever recorded on this machine (the SQLite store), answer text included."""
+    import pandas as pd
+
+    from ._store import Store
+
+    store = Store(path)
+    try:
+        names, rows = store.read()
+    finally:
+        store.close()
+    df = pd.DataFrame(list(rows), columns=names)
+    df["started_at"] = pd.to_datetime(df["started_at"], utc=True, format="ISO8601")
+    for col in ("stream", "warmup"):
+        df[col] = df[col].astype(bool)
+    return df
+
+
+def export(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write a frame to .csv or .parquet (by suffix)."""
+    from .._errors import InvalidOptionError
+
+    path = Path(path)
+    if path.suffix == ".csv":
+        df.to_csv(path, index=False)
+    elif path.suffix == ".parquet":
+        try:
+            df.to_parquet(path, index=False)
+        except ImportError as exc:
+            raise InvalidOptionError(
+                "writing Parquet needs pyarrow: pip install pyarrow (or export to .csv)"
+            ) from exc
+    else:
+        raise InvalidOptionError(f"export to .csv or .parquet, not {path.suffix or path.name!r}")
+    return path

@@ -1,0 +1,219 @@
+"""The Recorder: hears every call (through ``llm_nb._observers``) and keeps one row per call.
+
+On by default: the first call anywhere installs the process-wide recorder, unless
+``LLM_NB_RECORD=0``. Rows are kept in memory as dicts (pandas is imported only when a frame is
+asked for) and appended to the on-disk store. ``run()`` groups calls under one run id and
+``warmup()`` marks calls to leave out of summaries; both are context variables, so they follow
+a call into tasks and onto llm_nb's loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from .._types import ChatResponse
+from ._pricing import cost_usd
+from ._row import call_row
+from ._store import Store
+
+if TYPE_CHECKING:
+    from ._hardware import HardwareSampler
+
+log = logging.getLogger("llm_nb.stats")
+
+_run_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("llm_nb_run", default=None)
+_warmup: contextvars.ContextVar[bool] = contextvars.ContextVar("llm_nb_warmup", default=False)
+_counter = itertools.count(1)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+#: Calls made outside any ``run()`` belong to this process's session run.
+SESSION_RUN_ID = _new_id("session")
+
+
+@contextlib.contextmanager
+def run(name: str | None = None) -> Iterator[str]:
+    """Group the calls made inside under one run id (returned): ``with llm_nb.run("cmp"):``."""
+    run_id = name or _new_id("run")
+    token = _run_id.set(run_id)
+    try:
+        yield run_id
+    finally:
+        _run_id.reset(token)
+
+
+@contextlib.contextmanager
+def warmup() -> Iterator[None]:
+    """Calls inside are recorded with ``warmup=True`` and left out of summaries."""
+    token = _warmup.set(True)
+    try:
+        yield
+    finally:
+        _warmup.reset(token)
+
+
+class Recorder:
+    """Collects rows. ``store=None`` keeps them in memory only."""
+
+    def __init__(self, store: Store | None = None, sampler: HardwareSampler | None = None) -> None:
+        self.store = store
+        self.sampler = sampler
+        self.session_run_id = SESSION_RUN_ID
+        self._rows: list[dict[str, Any]] = []
+        self._texts: dict[str, tuple[str, str]] = {}
+        self._runs_seen: set[str] = set()
+        self.server_facts: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    # -- observer protocol ------------------------------------------------------------------
+
+    def call_started(self, record: ChatResponse) -> None:
+        record.call_id = record.call_id or f"c{next(_counter)}-{uuid.uuid4().hex[:8]}"
+        record.run_id = record.run_id or _run_id.get() or self.session_run_id
+        record.warmup = record.warmup or _warmup.get()
+        if self.sampler is not None:
+            self.sampler.acquire()
+
+    def call_finished(self, record: ChatResponse) -> None:
+        hardware = None
+        t = record.trace
+        if self.sampler is not None:
+            try:
+                if t.t_send_ns is not None and t.t_end_ns is not None:
+                    hardware = self.sampler.window(t.t_send_ns, t.t_end_ns)
+            finally:
+                self.sampler.release()
+        row = call_row(record, hardware=hardware)
+        row["cost_usd"] = cost_usd(
+            record.provider,
+            record.host,
+            record.model,
+            row["prompt_tokens"],
+            row["completion_tokens"],
+            row["cached_tokens"],
+        )
+        run_id = row["run_id"]
+        with self._lock:
+            self._rows.append(row)
+            self._texts[row["call_id"]] = (record.text, record.reasoning)
+            new_run = run_id not in self._runs_seen
+            self._runs_seen.add(run_id)
+        if self.store is not None:
+            try:
+                if new_run:
+                    self.store.append_run(run_id, self.host_facts())
+                self.store.append(row, record.text, record.reasoning)
+            except Exception as exc:  # a full disk must not break the user's call
+                log.warning("llm_nb could not write the stats store %s: %s", self.store.path, exc)
+        self._schedule_server_facts(record)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def rows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._rows)
+
+    def text(self, call_id: str) -> str:
+        """The answer text of a call (kept apart from the frame, which has its digest)."""
+        return self._texts[call_id][0]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+            self._texts.clear()
+
+    # -- facts ------------------------------------------------------------------------------
+
+    def host_facts(self) -> dict[str, Any]:
+        from ._hardware import host_facts
+
+        return dict(host_facts())
+
+    def _schedule_server_facts(self, record: ChatResponse) -> None:
+        key = (record.run_id or "", record.provider, record.host, record.model)
+        if record.status != "ok" or key in self.server_facts:
+            return
+        self.server_facts[key] = {}
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._fetch_server_facts(key, record))
+        # Keep a reference until done: the loop holds tasks only weakly.
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+    async def _fetch_server_facts(
+        self, key: tuple[str, str, str, str], record: ChatResponse
+    ) -> None:
+        from .._registry import registry
+
+        facts: dict[str, Any] = {"model_reported": record.model_reported}
+        try:
+            provider = registry().get(record.provider, record.host)
+            if record.provider == "llamacpp":
+                props = await provider.props()  # type: ignore[attr-defined]
+                settings = props.get("default_generation_settings") or {}
+                facts.update(
+                    build=props.get("build_info"),
+                    model_path=props.get("model_path"),
+                    quantization=props.get("model_ftype"),
+                    n_ctx=settings.get("n_ctx"),
+                    total_slots=props.get("total_slots"),
+                )
+            elif record.provider == "ollama":
+                show = await provider.show(record.model)  # type: ignore[attr-defined]
+                details = show.get("details") or {}
+                facts.update(
+                    version=await provider.version(),  # type: ignore[attr-defined]
+                    quantization=details.get("quantization_level"),
+                    parameter_size=details.get("parameter_size"),
+                    family=details.get("family"),
+                    n_ctx=next(
+                        (
+                            v
+                            for k, v in (show.get("model_info") or {}).items()
+                            if k.endswith(".context_length")
+                        ),
+                        None,
+                    ),
+                )
+        except Exception as exc:  # facts are best effort: the call itself succeeded
+            facts["error"] = str(exc)
+        facts["fetched_at"] = time.time()
+        self.server_facts[key] = facts
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+_default: Recorder | None = None
+_default_lock = threading.Lock()
+
+
+def recording_enabled() -> bool:
+    return os.environ.get("LLM_NB_RECORD", "1") not in ("0", "false", "no", "off")
+
+
+def get_recorder() -> Recorder:
+    """The process-wide recorder (store in the user data dir, hardware sampler on)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            from ._hardware import get_sampler
+
+            _default = Recorder(Store(), get_sampler())
+        return _default
