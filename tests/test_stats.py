@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -368,3 +369,14 @@ async def test_fidelity_against_llama_server(rec: Recorder, llama_server: Any) -
         assert not math.isnan(r["client_overhead_ms"])
     assert abs(statistics.median(ratios) - 1) < 0.02, ratios
     assert abs(statistics.median(literal) - 1) < 0.02, literal
+    # Host and server facts reach the summary (the server's are fetched in the background).
+    key = ("fidelity", "llamacpp", rows[0]["host"], "smollm2")
+    for _ in range(100):
+        if rec.server_facts.get(key, {}).get("fetched_at"):
+            break
+        await asyncio.sleep(0.05)
+    summ = _frames.summary(_frames.frame(rows), rec.host_facts(), rec.server_facts)
+    (row,) = summ.to_dict("records")
+    assert row["quantization"] == "Q4_1" and row["n_ctx"] == 1024
+    assert row["host_cores"] == os.cpu_count() and row["host_cpu"]
+    assert row["n_ok"] == 8 and row["throughput_tps"] > 0

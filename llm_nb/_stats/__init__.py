@@ -43,7 +43,8 @@ def summary(run_id: str | None = None) -> pd.DataFrame:
     p50, p90, p95, p99 and max, throughput; warm-up calls excluded."""
     from . import _frames
 
-    return _frames.summary(stats(run_id))
+    rec = get_recorder()
+    return _frames.summary(stats(run_id), rec.host_facts(), dict(rec.server_facts))
 
 
 def history(path: Path | None = None) -> pd.DataFrame:

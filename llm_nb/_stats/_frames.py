@@ -33,10 +33,23 @@ def stats(recorder: Recorder, run_id: str | None = None) -> pd.DataFrame:
     return df[df["run_id"] == run_id].reset_index(drop=True) if run_id else df
 
 
-def summary(df: pd.DataFrame) -> pd.DataFrame:
+#: Host facts (from the hardware module) and server facts (from /props, /api/show) that
+#: the summary carries, as (column, fact key).
+HOST_COLUMNS = (("host_cpu", "cpu_model"), ("host_cores", "cpu_cores_logical"),
+                ("host_ram_gb", "ram_gb"), ("gpu_name", "gpu_name"),
+                ("gpu_driver", "gpu_driver"))  # fmt: skip
+SERVER_COLUMNS = (("server_build", "build"), ("server_version", "version"),
+                  ("quantization", "quantization"), ("n_ctx", "n_ctx"))  # fmt: skip
+
+
+def summary(
+    df: pd.DataFrame,
+    host: dict[str, Any] | None = None,
+    servers: dict[tuple[str, str, str, str], dict[str, Any]] | None = None,
+) -> pd.DataFrame:
     """One row per (run, provider, host, model): counts, error rate, mean and percentiles of
-    ttft_s, tpot_s, e2e_s and output_tps over ok calls, and throughput. Warm-up calls are
-    left out."""
+    ttft_s, tpot_s, e2e_s and output_tps over ok calls, throughput, and the host and server
+    facts where known. Warm-up calls are left out."""
     import numpy as np
     import pandas as pd
 
@@ -67,6 +80,11 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         energy = ok["gpu_energy_j"].dropna()
         row["energy_j_per_token"] = energy.sum() / tokens if len(energy) and tokens else np.nan
         row["cost_usd"] = ok["cost_usd"].sum(min_count=1)
+        for col, fact in HOST_COLUMNS:
+            row[col] = (host or {}).get(fact)
+        facts = (servers or {}).get(tuple(key), {})  # type: ignore[arg-type]
+        for col, fact in SERVER_COLUMNS:
+            row[col] = facts.get(fact)
         out.append(row)
     return pd.DataFrame(out)
 

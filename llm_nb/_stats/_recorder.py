@@ -196,6 +196,15 @@ class Recorder:
             facts["error"] = str(exc)
         facts["fetched_at"] = time.time()
         self.server_facts[key] = facts
+        if self.store is not None:
+            run_id, provider, host, model = key
+            try:
+                self.store.append_run(
+                    run_id,
+                    {"server": {"provider": provider, "host": host, "model": model, **facts}},
+                )
+            except Exception as exc:  # best effort, like the facts themselves
+                log.warning("llm_nb could not write server facts: %s", exc)
 
 
 _pending: set[asyncio.Task[None]] = set()

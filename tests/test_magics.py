@@ -1,0 +1,449 @@
+"""The magics in a real in-process InteractiveShell, against the real llama-server.
+
+A bare InteractiveShell has no kernel, so answers are printed (the terminal path); the live
+rich display is exercised here through ``RichView`` with a recording ``display`` and, for
+real, through a kernel in test_magics_kernel.py.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import llm_nb
+from llm_nb import _observers
+from llm_nb._embedded.server import free_port
+from llm_nb._magics import LLMMagics
+from llm_nb._magics._args import parse_cell_args
+from llm_nb._magics._display import RichView
+from llm_nb._magics._errors import MagicError, StreamInterrupted
+from llm_nb._magics._render import answer_bundle, columns_bundle, Column, extract_code
+from llm_nb._magics._runner import Call, run_calls
+from llm_nb._magics._template import fill
+from llm_nb._registry import registry
+from llm_nb._types import ChatResponse
+from tests.contract import OllamaContractServer
+
+LONG = {"ignore_eos": True}  # llama-server: keep generating up to max_tokens
+
+
+@pytest.fixture(scope="module")
+def shell() -> Iterator[InteractiveShell]:
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "llm_nb")
+    yield sh
+    sh.run_line_magic("unload_ext", "llm_nb")
+
+
+@pytest.fixture
+def model(llama_server: Any) -> str:
+    return f"llamacpp:smollm2@{llama_server.url.split('://')[1]}"
+
+
+def run(shell: InteractiveShell, code: str) -> Any:
+    """Run a cell as the user would: errors are shown, not raised."""
+    return shell.run_cell(code)
+
+
+class Started:
+    """Collects the records of calls as they start (an llm_nb call observer)."""
+
+    def __init__(self) -> None:
+        self.records: list[ChatResponse] = []
+
+    def call_started(self, record: ChatResponse) -> None:
+        self.records.append(record)
+
+    def call_finished(self, record: ChatResponse) -> None:
+        pass
+
+
+@pytest.fixture
+def started() -> Iterator[Started]:
+    obs = Started()
+    _observers.add(obs)
+    yield obs
+    _observers.remove(obs)
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def test_load_ext_is_fast_and_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, time, json\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "sh = InteractiveShell.instance()\n"
+        "t = time.perf_counter()\n"
+        "sh.run_line_magic('load_ext', 'llm_nb')\n"
+        "dt = time.perf_counter() - t\n"
+        "heavy = [m for m in ('pandas', 'httpx', 'ipywidgets', 'numpy') if m in sys.modules]\n"
+        "print(json.dumps({'s': dt, 'heavy': heavy, 'magics': sorted(\n"
+        "    sh.magics_manager.magics['cell']) + sorted(sh.magics_manager.magics['line'])}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert facts["heavy"] == []
+    assert {"llm", "llm_models", "llm_stats"} <= set(facts["magics"])
+    assert facts["s"] < 0.5, f"%load_ext llm_nb took {facts['s']:.3f} s"
+
+
+def test_extension_entry_points_are_lazy_names() -> None:
+    assert "load_ipython_extension" in llm_nb.__all__
+    assert callable(llm_nb.load_ipython_extension)
+    assert callable(llm_nb.unload_ipython_extension)
+
+
+def test_unload_and_reload(shell: InteractiveShell) -> None:
+    shell.run_line_magic("unload_ext", "llm_nb")
+    assert "llm" not in shell.magics_manager.magics["cell"]
+    assert not any(isinstance(c, LLMMagics) for c in shell.configurables)
+    shell.run_line_magic("load_ext", "llm_nb")
+    assert "llm" in shell.magics_manager.magics["cell"]
+    assert sum(isinstance(c, LLMMagics) for c in shell.configurables) == 1
+
+
+def magics(shell: InteractiveShell) -> LLMMagics:
+    found = shell.magics_manager.registry["LLMMagics"]
+    assert isinstance(found, LLMMagics)
+    return found
+
+
+def test_config_sets_traits_and_aliases(shell: InteractiveShell, model: str) -> None:
+    m = magics(shell)
+    saved = {name: getattr(m, name) for name in ("throttle_s", "default_format", "default_model")}
+    shell.run_line_magic("config", "LLMMagics.throttle_s = 0.25")
+    shell.run_line_magic("config", "LLMMagics.default_format = 'text'")
+    shell.run_line_magic("config", f"LLMMagics.aliases = {{'tiny': '{model}'}}")
+    try:
+        assert m.throttle_s == 0.25 and m.default_format == "text"
+        assert registry().aliases["tiny"] == model
+        shell.run_line_magic("config", "LLMMagics.default_model = 'tiny'")
+        shell.run_cell_magic("llm", "-n 3 -o r", "Hi")
+        r = shell.user_ns["r"]
+        assert r.status == "ok" and r.model_id == model
+        shell.run_line_magic("config", "LLMMagics.aliases = {}")
+        assert "tiny" not in registry().aliases
+    finally:
+        for name, value in saved.items():
+            setattr(m, name, value)
+        m.aliases = {}
+
+
+# -- options, templates, rendering ------------------------------------------------------------
+
+
+def test_parse_options() -> None:
+    a = parse_cell_args(
+        "m1 -t 0.5 -n 12 --stop x m2 --stop 'y z' -x '{\"top_k\": 3}' -f code -o out -c notes"
+    )
+    assert a.models == ("m1", "m2") and a.temperature == 0.5 and a.max_tokens == 12
+    assert a.stop == ("x", "y z") and a.extra == {"top_k": 3} and a.format == "code"
+    assert a.out == "out" and a.chat == "notes" and a.stream
+    assert a.chat_options("json") == {
+        "temperature": 0.5,
+        "max_tokens": 12,
+        "stop": ("x", "y z"),
+        "extra": {"top_k": 3},
+        "response_format": "json",
+    }
+    assert not parse_cell_args("--no-stream").stream
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("-t hot", "invalid float value"),
+        ("--bogus", "unrecognized arguments: --bogus"),
+        ("-x '{bad'", "not valid JSON"),
+        ("-x '[1]'", "must be a JSON object"),
+        ("-f pdf", "invalid choice"),
+        ("-o 2x", "not a valid variable name"),
+        ("-s 'unclosed", "cannot split"),
+    ],
+)
+def test_bad_options_are_one_usage_line(line: str, says: str) -> None:
+    with pytest.raises(UsageError, match=says) as err:
+        parse_cell_args(line)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_option_in_a_cell_shows_one_line(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(shell, "%%llm -t hot\nHi")
+    out, err = capsys.readouterr()
+    text = out + err
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "invalid float value" in text
+    assert "Traceback" not in text and "SystemExit" not in text
+
+
+def test_help_prints_usage(shell: InteractiveShell, capsys: pytest.CaptureFixture[str]) -> None:
+    shell.run_line_magic("llm", "--help")
+    out = capsys.readouterr().out
+    assert out.startswith("usage: %%llm") and "--max-tokens" in out and "{{" in out
+
+
+def test_fill_from_namespace() -> None:
+    ns = {"x": 3, "d": {"k": "v"}, "Out": {2: "two"}}
+    assert fill("a {x} {x:03d} {d[k]} {Out[2]} {{lit}}", ns) == "a 3 003 v two {lit}"
+    with pytest.raises(MagicError, match=r"\{nope\} in the cell is not a notebook variable"):
+        fill("hi {nope}", ns)
+    with pytest.raises(MagicError, match="literal braces"):
+        fill("json: {'a': 1}", ns)
+    with pytest.raises(MagicError, match="no variable name"):
+        fill("empty {}", ns)
+    with pytest.raises(MagicError, match="literal braces"):
+        fill("unbalanced }", ns)
+
+
+def test_render_formats() -> None:
+    assert answer_bundle("**hi**", "markdown") == {"text/markdown": "**hi**", "text/plain": "**hi**"}
+    md = answer_bundle("part", "markdown", note="interrupted")
+    assert md["text/markdown"].endswith("**[interrupted]**")
+    assert md["text/plain"] == "part\n[interrupted]"
+    assert extract_code("Here:\n```python\nx = 1\n```\nbye") == ("python", "x = 1")
+    assert extract_code("```py\nx = 1\nstill streaming") == ("py", "x = 1\nstill streaming")
+    code = answer_bundle("```python\nprint('```')\n```", "code")
+    assert code["text/markdown"].startswith("````python\n") and code["text/plain"] == "print('```')"
+    assert answer_bundle('```json\n{"a": [1]}\n```', "json")["application/json"] == {"a": [1]}
+    assert answer_bundle('{"a": ', "json") == {"text/plain": '{"a": '}
+    assert answer_bundle("<b>x</b>", "html")["text/html"] == "<b>x</b>"
+    assert answer_bundle("x", "text") == {"text/plain": "x"}
+    cols = columns_bundle([Column("m1", "<a>", "ttft 1 s"), Column("m2", "b", "f", "error")], "text")
+    assert "&lt;a&gt;" in cols["text/html"] and cols["text/html"].count("flex:1") == 2
+    assert cols["text/plain"].startswith("── m1 ──\n<a>\n(ttft 1 s)")
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def test_unknown_provider_is_one_line(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(shell, "%%llm nope\nHi")
+    out = capsys.readouterr().out
+    assert isinstance(result.error_in_exec, MagicError)
+    assert out.strip().splitlines() == [
+        "\x1b[31mllm_nb: model id 'nope' must start with a provider: openai:, llamacpp:, "
+        "ollama: or local (e.g. ollama:llama3.2:1b@127.0.0.1:11434)\x1b[0m"
+    ]
+
+
+def test_server_not_running_says_how_to_start(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(shell, f"%%llm llamacpp:x@127.0.0.1:{free_port()}\nHi")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert isinstance(result.error_in_exec, MagicError)
+    assert len(lines) == 1 and "no llama-server answers" in lines[0]
+    assert "start one with" in lines[0]
+
+
+def test_empty_cell_and_chat_with_two_models_are_usage_errors(shell: InteractiveShell) -> None:
+    with pytest.raises(UsageError, match="no prompt"):
+        shell.run_cell_magic("llm", "", "  \n")
+    with pytest.raises(UsageError, match="one model"):
+        shell.run_cell_magic("llm", "-c x a b", "Hi")
+
+
+# -- against the real server ------------------------------------------------------------------
+
+
+def test_streams_the_answer_and_fills_names(
+    shell: InteractiveShell, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell.user_ns["animal"] = "cat"
+    shell.run_cell_magic("llm", f"{model} -n 16 -t 0 -o r", "Name a {animal} in {{one}} word.")
+    r = shell.user_ns["r"]
+    out = capsys.readouterr().out
+    assert r.status == "ok" and r.text.strip() and out == r.text + "\n"
+    # The server saw the filled prompt: same prompt size as sending it directly.
+    direct = llm_nb.chat(model, "Name a cat in {one} word.", max_tokens=1)
+    assert r.usage.prompt_tokens == direct.usage.prompt_tokens
+    assert r.stream and len(r.trace.token_times_ns) >= 1
+
+
+def test_no_stream(shell: InteractiveShell, model: str) -> None:
+    shell.run_cell_magic("llm", f"{model} -n 8 --no-stream -o r", "Hi")
+    r = shell.user_ns["r"]
+    assert r.status == "ok" and not r.stream and r.text
+
+
+def test_side_by_side_runs_concurrently(
+    shell: InteractiveShell, model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    t0 = time.perf_counter()
+    shell.run_cell_magic("llm", f"{model} {model} {model} -n 40 -o rs -x '{json.dumps(LONG)}'", "Hi")
+    wall = time.perf_counter() - t0
+    rs = shell.user_ns["rs"]
+    out = capsys.readouterr().out
+    assert [r.status for r in rs] == ["ok"] * 3
+    # Concurrent: every call was sent before any other finished.
+    assert max(r.trace.t_send_ns for r in rs) < min(r.trace.t_end_ns for r in rs)
+    e2e = [(r.trace.t_end_ns - r.trace.t_send_ns) / 1e9 for r in rs]
+    assert wall < sum(e2e), (wall, e2e)
+    assert out.count(f"── {model} ──") == 3 and out.count("tok/s") == 3
+    for r in rs:
+        assert r.text in out
+    # The stats table follows, one row per call of this run.
+    assert "ttft_s" in out and "output_tps" in out
+    assert len({r.run_id for r in rs}) == 1 and rs[0].run_id in set(llm_nb.stats()["run_id"])
+
+
+def test_named_conversation_keeps_history(shell: InteractiveShell, model: str) -> None:
+    shell.run_cell_magic("llm", f"{model} -c t1 --reset -n 8 -o a", "My name is Ada.")
+    shell.run_cell_magic("llm", f"{model} -c t1 -n 8 -o b", "What is my name?")
+    fresh = llm_nb.chat(model, "What is my name?", max_tokens=1)
+    a, b = shell.user_ns["a"], shell.user_ns["b"]
+    assert b.usage.prompt_tokens > fresh.usage.prompt_tokens + a.usage.completion_tokens
+    shell.run_line_magic("llm", "-c t1 --reset")
+    shell.run_cell_magic("llm", f"{model} -c t1 -n 1 -o c", "What is my name?")
+    assert shell.user_ns["c"].usage.prompt_tokens == fresh.usage.prompt_tokens
+
+
+def test_rich_view_is_throttled_and_ends_with_the_answer(model: str) -> None:
+    frames: list[tuple[float, dict[str, Any]]] = []
+
+    class Handle:
+        def update(self, bundle: dict[str, Any], raw: bool) -> None:
+            frames.append((time.perf_counter(), bundle))
+
+    def display(bundle: dict[str, Any], raw: bool, display_id: bool) -> Handle:
+        assert raw and display_id
+        return Handle()
+
+    p, name = llm_nb.provider(model)
+    call = Call(model, p.stream(name, "Count to fifty.", max_tokens=60, extra=LONG))
+    view = RichView("markdown", display=display)
+    t0 = time.perf_counter()
+    assert run_calls([call], view, throttle_s=0.3) is False
+    wall = time.perf_counter() - t0
+    record = call.record
+    assert record.status == "ok" and len(record.trace.token_times_ns) == 60
+    assert len(frames) == view.updates <= wall / 0.3 + 2
+    gaps = [b[0] - a[0] for a, b in zip(frames, frames[1:-1], strict=False)]
+    assert all(g >= 0.29 for g in gaps), gaps
+    assert frames[-1][1] == {"text/markdown": record.text, "text/plain": record.text}
+
+
+def test_interrupt_keeps_partial_and_records_cancelled(
+    shell: InteractiveShell,
+    model: str,
+    llama_server: Any,
+    started: Started,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    main = threading.get_ident()
+
+    def interrupt_when_streaming() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if started.records and len(started.records[-1].trace.token_times_ns) >= 5:
+                signal.pthread_kill(main, signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=interrupt_when_streaming, daemon=True).start()
+    t0 = time.perf_counter()
+    result = run(shell, f"%%llm {model} -n 2000 -o r -x '{json.dumps(LONG)}'\nTell a long story.")
+    stopped_in = time.perf_counter() - t0
+    out = capsys.readouterr().out
+    r = shell.user_ns["r"]
+    assert isinstance(result.error_in_exec, StreamInterrupted)
+    assert r.status == "cancelled" and r.text and r is started.records[-1]
+    n = len(r.trace.token_times_ns)
+    assert 5 <= n < 2000 and stopped_in < 20
+    assert out == f"{r.text}\n[interrupted]\n\x1b[31mllm_nb: interrupted after {n} tokens\x1b[0m\n"
+    # The connection was closed: the server stops generating.
+    slots = httpx.get(f"{llama_server.url}/slots").json()
+    deadline = time.monotonic() + 3
+    while any(s["is_processing"] for s in slots) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        slots = httpx.get(f"{llama_server.url}/slots").json()
+    assert not any(s["is_processing"] for s in slots)
+    # And the shell goes on.
+    shell.run_cell_magic("llm", f"{model} -n 2 -o r2", "Hi")
+    assert shell.user_ns["r2"].status == "ok"
+
+
+# -- %llm_models / %llm_stats -----------------------------------------------------------------
+
+
+def test_models_table_lists_the_server(shell: InteractiveShell, model: str) -> None:
+    llm_nb.provider(model)  # in the registry, as after any call
+    frame = shell.run_line_magic("llm_models", "")
+    assert list(frame.columns) == [
+        "provider", "host", "model", "status", "size", "quantization", "context",
+    ]  # fmt: skip
+    host = model.split("@")[1]
+    row = frame[(frame["host"] == host)].iloc[0]
+    assert row["provider"] == "llamacpp" and row["model"] == "smollm2"
+    assert row["status"] == "loaded" and row["quantization"] and row["size"].endswith("MB")
+    assert row["context"] > 0
+
+
+def test_models_load_unload_on_a_router(
+    shell: InteractiveShell, llama_router: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host = llama_router.url.split("://")[1]
+    shell.run_line_magic("llm_models", f"load llamacpp:smollm2-a@{host}")
+    frame = shell.run_line_magic("llm_models", "")
+    mine = frame[frame["host"] == host].set_index("model")["status"]
+    assert mine["smollm2-a"] == "loaded" and mine["smollm2-b"] == "unloaded"
+    shell.run_line_magic("llm_models", f"unload llamacpp:smollm2-a@{host}")
+    out = capsys.readouterr().out
+    assert f"llm_nb: loaded llamacpp:smollm2-a@{host}" in out
+    assert f"llm_nb: unloaded llamacpp:smollm2-a@{host}" in out
+    result = run(shell, f"%%llm llamacpp:nope@{host} -n 2\nHi")
+    line = capsys.readouterr().out.strip()
+    assert isinstance(result.error_in_exec, MagicError) and "\n" not in line
+    assert "model 'nope' not found" in line and "smollm2-a" in line and "smollm2-b" in line
+
+
+def test_models_pull_and_delete_on_ollama(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with OllamaContractServer(None) as server:
+        host = server.url.split("://")[1]
+        registry().get("ollama", host)
+        shell.run_line_magic("llm_models", f"pull ollama:tinyllama@{host}")
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == f"ollama:tinyllama@{host}: pulling manifest"
+        assert any(line.endswith("100%") for line in lines)
+        assert lines[-1] == f"llm_nb: pulled ollama:tinyllama@{host}"
+        frame = shell.run_line_magic("llm_models", "refresh")
+        assert "tinyllama:latest" in set(frame[frame["host"] == host]["model"])
+        shell.run_line_magic("llm_models", f"delete ollama:tinyllama:latest@{host}")
+        frame = shell.run_line_magic("llm_models", "")
+        assert "tinyllama:latest" not in set(frame[frame["host"] == host]["model"])
+        result = run(shell, f"%llm_models pull ollama:nope:1b@{host}")
+        assert isinstance(result.error_in_exec, MagicError)
+        assert "file does not exist" in capsys.readouterr().out
+        with pytest.raises(UsageError, match="usage"):
+            shell.run_line_magic("llm_models", "fly away")
+    assert server.violations == []
+
+
+def test_llm_stats(shell: InteractiveShell, model: str) -> None:
+    shell.run_cell_magic("llm", f"{model} -n 2 -o r", "Hi")
+    frame = shell.run_line_magic("llm_stats", "")
+    assert shell.user_ns["r"].call_id in set(frame["call_id"])
+    summary = shell.run_line_magic("llm_stats", "--summary")
+    assert "ttft_s_p50" in summary.columns or any("ttft" in c for c in summary.columns)
+    with pytest.raises(UsageError):
+        shell.run_line_magic("llm_stats", "-x")
