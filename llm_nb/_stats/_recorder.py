@@ -197,12 +197,10 @@ class Recorder:
         facts["fetched_at"] = time.time()
         self.server_facts[key] = facts
         if self.store is not None:
-            run_id, provider, host, model = key
+            run_id, provider_name, host, model = key
+            server = {"provider": provider_name, "host": host, "model": model, **facts}
             try:
-                self.store.append_run(
-                    run_id,
-                    {"server": {"provider": provider, "host": host, "model": model, **facts}},
-                )
+                self.store.append_run(run_id, {"server": server})
             except Exception as exc:  # best effort, like the facts themselves
                 log.warning("llm_nb could not write server facts: %s", exc)
 
