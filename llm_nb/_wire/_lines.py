@@ -6,7 +6,14 @@ character equals LF or CR, so a character split across two reads is reassembled 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
+from typing import Protocol, TypeVar
+
+import httpx
+
 from .._errors import ProtocolError
+
+T_co = TypeVar("T_co", covariant=True)
 
 #: A single line longer than this is treated as a broken stream rather than buffered forever.
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -55,3 +62,20 @@ def decode_utf8(line: bytes) -> str:
     # Invalid bytes become U+FFFD rather than an error: the rest of the answer is still
     # worth keeping, and a JSON frame with bad bytes in it fails its own parse clearly.
     return line.decode("utf-8", "replace")
+
+
+class IncrementalDecoder(Protocol[T_co]):
+    def feed(self, chunk: bytes) -> Iterable[T_co]: ...
+
+    def flush(self) -> Iterable[T_co]: ...
+
+
+async def decoded(
+    response: httpx.Response, decoder: IncrementalDecoder[T_co]
+) -> AsyncIterator[T_co]:
+    """Everything ``decoder`` makes of a response body, including what only EOF completes."""
+    async for chunk in response.aiter_bytes():
+        for item in decoder.feed(chunk):
+            yield item
+    for item in decoder.flush():
+        yield item

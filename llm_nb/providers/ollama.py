@@ -32,6 +32,7 @@ from .._types import (
     Usage,
 )
 from .._wire import http as wire
+from .._wire._lines import decoded
 from .._wire.ndjson import NDJSONDecoder
 from .base import END, Provider
 
@@ -124,14 +125,7 @@ class OllamaProvider(Provider):
         return body
 
     async def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
-        decoder = NDJSONDecoder()
-        async for chunk in response.aiter_bytes():
-            for obj in decoder.feed(chunk):
-                yield obj
-                if isinstance(obj, dict) and obj.get("done"):
-                    yield END
-                    return
-        for obj in decoder.flush():
+        async for obj in decoded(response, NDJSONDecoder()):
             yield obj
             if isinstance(obj, dict) and obj.get("done"):
                 yield END
@@ -280,23 +274,21 @@ class OllamaProvider(Provider):
             "POST", "/api/pull", json={"model": model, "stream": True}, stream=True
         )
         try:
-            decoder = NDJSONDecoder()
-            async for chunk in response.aiter_bytes():
-                for obj in decoder.feed(chunk):
-                    if "error" in obj:
-                        message = self._clean(wire.error_fields(obj)[0])
-                        raise ModelNotFoundError(
-                            f"Ollama at {self.host} could not pull {model!r}: {message}",
-                            model=model,
-                            provider=self.label,
-                            url=self.base_url,
-                        )
-                    yield PullProgress(
-                        obj.get("status", ""),
-                        obj.get("completed"),
-                        obj.get("total"),
-                        obj.get("digest"),
+            async for obj in decoded(response, NDJSONDecoder()):
+                if "error" in obj:
+                    message = self._clean(wire.error_fields(obj)[0])
+                    raise ModelNotFoundError(
+                        f"Ollama at {self.host} could not pull {model!r}: {message}",
+                        model=model,
+                        provider=self.label,
+                        url=self.base_url,
                     )
+                yield PullProgress(
+                    obj.get("status", ""),
+                    obj.get("completed"),
+                    obj.get("total"),
+                    obj.get("digest"),
+                )
         finally:
             await response.aclose()
 

@@ -32,6 +32,7 @@ from .._types import (
     Usage,
 )
 from .._wire import http as wire
+from .._wire._lines import decoded
 from .._wire.ndjson import parse_json
 from .._wire.sse import SSEDecoder
 from .base import END, Provider
@@ -124,14 +125,7 @@ class OpenAIProvider(Provider):
     # -- response ---------------------------------------------------------------------------
 
     async def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
-        decoder = SSEDecoder()
-        async for chunk in response.aiter_bytes():
-            for event in decoder.feed(chunk):
-                if event.data == "[DONE]":
-                    yield END
-                    return
-                yield parse_json(event.data, f"{self.label} stream event")
-        for event in decoder.flush():
+        async for event in decoded(response, SSEDecoder()):
             if event.data == "[DONE]":
                 yield END
                 return
