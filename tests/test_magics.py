@@ -7,6 +7,7 @@ real, through a kernel in test_magics_kernel.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -28,7 +30,7 @@ from llm_nb._magics import LLMMagics
 from llm_nb._magics._args import parse_cell_args
 from llm_nb._magics._display import RichView
 from llm_nb._magics._errors import MagicError, StreamInterrupted
-from llm_nb._magics._render import answer_bundle, columns_bundle, Column, extract_code
+from llm_nb._magics._render import Column, answer_bundle, columns_bundle, extract_code
 from llm_nb._magics._runner import Call, run_calls
 from llm_nb._magics._template import fill
 from llm_nb._registry import registry
@@ -93,7 +95,12 @@ def test_load_ext_is_fast_and_imports_nothing_heavy() -> None:
         "    sh.magics_manager.magics['cell']) + sorted(sh.magics_manager.magics['line'])}))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
     )
     facts = json.loads(out.stdout.strip().splitlines()[-1])
     assert facts["heavy"] == []
@@ -212,7 +219,10 @@ def test_fill_from_namespace() -> None:
 
 
 def test_render_formats() -> None:
-    assert answer_bundle("**hi**", "markdown") == {"text/markdown": "**hi**", "text/plain": "**hi**"}
+    assert answer_bundle("**hi**", "markdown") == {
+        "text/markdown": "**hi**",
+        "text/plain": "**hi**",
+    }
     md = answer_bundle("part", "markdown", note="interrupted")
     assert md["text/markdown"].endswith("**[interrupted]**")
     assert md["text/plain"] == "part\n[interrupted]"
@@ -224,7 +234,9 @@ def test_render_formats() -> None:
     assert answer_bundle('{"a": ', "json") == {"text/plain": '{"a": '}
     assert answer_bundle("<b>x</b>", "html")["text/html"] == "<b>x</b>"
     assert answer_bundle("x", "text") == {"text/plain": "x"}
-    cols = columns_bundle([Column("m1", "<a>", "ttft 1 s"), Column("m2", "b", "f", "error")], "text")
+    cols = columns_bundle(
+        [Column("m1", "<a>", "ttft 1 s"), Column("m2", "b", "f", "error")], "text"
+    )
     assert "&lt;a&gt;" in cols["text/html"] and cols["text/html"].count("flex:1") == 2
     assert cols["text/plain"].startswith("── m1 ──\n<a>\n(ttft 1 s)")
 
@@ -287,16 +299,18 @@ def test_no_stream(shell: InteractiveShell, model: str) -> None:
 def test_side_by_side_runs_concurrently(
     shell: InteractiveShell, model: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    t0 = time.perf_counter()
-    shell.run_cell_magic("llm", f"{model} {model} {model} -n 40 -o rs -x '{json.dumps(LONG)}'", "Hi")
-    wall = time.perf_counter() - t0
+    shell.run_cell_magic(
+        "llm", f"{model} {model} {model} -n 40 -o rs -x '{json.dumps(LONG)}'", "Hi"
+    )
     rs = shell.user_ns["rs"]
     out = capsys.readouterr().out
     assert [r.status for r in rs] == ["ok"] * 3
     # Concurrent: every call was sent before any other finished.
     assert max(r.trace.t_send_ns for r in rs) < min(r.trace.t_end_ns for r in rs)
-    e2e = [(r.trace.t_end_ns - r.trace.t_send_ns) / 1e9 for r in rs]
-    assert wall < sum(e2e), (wall, e2e)
+    # So the three took about the slowest one's time, not the sum.
+    span = max(r.trace.t_end_ns for r in rs) - min(r.trace.t_send_ns for r in rs)
+    e2e = [r.trace.t_end_ns - r.trace.t_send_ns for r in rs]
+    assert span < 0.75 * sum(e2e), (span, e2e)
     assert out.count(f"── {model} ──") == 3 and out.count("tok/s") == 3
     for r in rs:
         assert r.text in out
@@ -328,15 +342,16 @@ def test_rich_view_is_throttled_and_ends_with_the_answer(model: str) -> None:
         return Handle()
 
     p, name = llm_nb.provider(model)
-    call = Call(model, p.stream(name, "Count to fifty.", max_tokens=60, extra=LONG))
+    call = Call(model, p.stream(name, "Count to a thousand.", max_tokens=200, extra=LONG))
     view = RichView("markdown", display=display)
     t0 = time.perf_counter()
     assert run_calls([call], view, throttle_s=0.3) is False
     wall = time.perf_counter() - t0
     record = call.record
-    assert record.status == "ok" and len(record.trace.token_times_ns) == 60
+    assert record.status == "ok" and len(record.trace.token_times_ns) == 200
     assert len(frames) == view.updates <= wall / 0.3 + 2
-    gaps = [b[0] - a[0] for a, b in zip(frames, frames[1:-1], strict=False)]
+    # The final frame may follow the last live one at once; live frames are spaced.
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(frames[:-1])]
     assert all(g >= 0.29 for g in gaps), gaps
     assert frames[-1][1] == {"text/markdown": record.text, "text/plain": record.text}
 

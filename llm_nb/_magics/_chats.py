@@ -37,6 +37,3 @@ class Conversations:
             self._turns.clear()
         else:
             self._turns.pop(name, None)
-
-    def turns(self, name: str) -> int:
-        return len(self._turns.get(name, ())) // 2

@@ -134,7 +134,7 @@ class LLMMagics(Magics):
             raise MagicError(failure.message) from failure
 
     def _ask(self, args: CellArgs, cell: str, models: Sequence[str]) -> None:
-        from ._display import make_view
+        from ._display import has_rich_display, make_view
         from ._runner import Call, run_calls
         from ._template import fill
 
@@ -165,7 +165,7 @@ class LLMMagics(Magics):
         if args.chat and records[0].status == "ok":
             self._chats.add_turn(args.chat, prompt, records[0].text)
         if run_id is not None:
-            _show_stats(run_id)
+            _show_stats(run_id, has_rich_display(shell))
         if interrupted:
             raise StreamInterrupted(f"interrupted after {sum(c.tokens for c in calls)} tokens")
         _raise_failures(calls)
@@ -249,13 +249,19 @@ def _open_stream(model: str, prompt: Any, options: dict[str, Any], stream: bool)
     return p._make_stream(name, prompt, options, stream=False)
 
 
-def _show_stats(run_id: str) -> None:
+def _show_stats(run_id: str, rich: bool) -> None:
     from .._stats import stats
     from ._display import ipython_display
 
     frame = stats(run_id)
-    if len(frame):
-        ipython_display()(frame[_STATS_COLUMNS])
+    if not len(frame):  # recording is off (LLM_NB_RECORD=0)
+        return
+    frame = frame[_STATS_COLUMNS]
+    if rich:
+        ipython_display()(frame)
+    else:
+        # A terminal's DataFrame repr elides columns to fit; this table is the point.
+        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 def _raise_failures(calls: Sequence[Call]) -> None:

@@ -157,23 +157,35 @@ def manage(action: str, model_id: str, *, rich: bool, throttle_s: float) -> str:
 
 
 class _TextProgress:
-    """Pull progress as printed lines: each new step, and the percentage now and then."""
+    """Pull progress as printed lines: each step once, its percentage now and then, and
+    where each step got to when the next one starts."""
 
     #: A terminal or a saved notebook should not fill with one line per chunk.
     PERCENT_EVERY_S = 1.0
 
     def __init__(self, label: str) -> None:
         self._label = label
-        self._status = ""
+        self._last: PullProgress | None = None
+        self._printed: PullProgress | None = None
         self._next = 0.0
 
     def step(self, p: PullProgress) -> None:
         now = time.perf_counter()
-        if p.status != self._status or (p.fraction is not None and now >= self._next):
-            percent = "" if p.fraction is None else f" {p.fraction:.0%}"
-            print(f"{self._label}: {p.status}{percent}", flush=True)
-            self._status = p.status
+        last = self._last
+        if last is None or p.status != last.status:
+            if last is not None and last.fraction is not None and self._printed is not last:
+                self._print(last)
+            self._print(p)
             self._next = now + self.PERCENT_EVERY_S
+        elif p.fraction is not None and now >= self._next:
+            self._print(p)
+            self._next = now + self.PERCENT_EVERY_S
+        self._last = p
+
+    def _print(self, p: PullProgress) -> None:
+        percent = "" if p.fraction is None else f" {p.fraction:.0%}"
+        print(f"{self._label}: {p.status}{percent}", flush=True)
+        self._printed = p
 
     def close(self) -> None:
         pass

@@ -102,6 +102,10 @@ def run_calls(calls: Sequence[Call], view: View, throttle_s: float) -> bool:
     except KeyboardInterrupt:
         interrupted = True
         _cancel(jobs, calls)
+    except BaseException:
+        # A failing display must not leave the streams running behind the error.
+        _cancel(jobs, calls)
+        raise
     view.update(calls, final=True)
     for call in calls:
         if call.error is not None and not isinstance(call.error, LLMError):
