@@ -1,7 +1,7 @@
 """The figures under each side-by-side column: time to first token, tokens/s, tokens, cost.
 
-Final figures are read from the call's METRICS.md row (``llm_nb._stats.call_row`` and the
-pricing table), so a column and the stats table below it can never disagree. While a call
+Final figures are read from the call's METRICS.md row (``llm_nb._stats.call_row``, which
+also prices it), so a column and the stats table below it can never disagree. While a call
 streams, only what is already known is shown: its first-token time and chunks so far.
 """
 
@@ -38,18 +38,9 @@ def _num(value: float, spec: str) -> str:
 def figures(record: ChatResponse) -> Figures:
     """The final figures of a finished call."""
     from .._stats import call_row
-    from .._stats._pricing import cost_usd
 
     row = call_row(record)
-    cost = cost_usd(
-        record.provider,
-        record.host,
-        record.model,
-        row["prompt_tokens"],
-        row["completion_tokens"],
-        row["cached_tokens"],
-    )
-    return Figures(row["ttft_s"], row["output_tps"], row["completion_tokens"], cost)
+    return Figures(row["ttft_s"], row["output_tps"], row["completion_tokens"], row["cost_usd"])
 
 
 def live_figures(record: ChatResponse) -> str:

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .._types import ChatResponse
-from ._pricing import cost_usd
 from ._row import call_row
 from ._store import Store
 
@@ -98,14 +97,6 @@ class Recorder:
             finally:
                 self.sampler.release()
         row = call_row(record, hardware=hardware)
-        row["cost_usd"] = cost_usd(
-            record.provider,
-            record.host,
-            record.model,
-            row["prompt_tokens"],
-            row["completion_tokens"],
-            row["cached_tokens"],
-        )
         run_id = row["run_id"]
         with self._lock:
             self._rows.append(row)

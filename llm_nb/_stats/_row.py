@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._types import ChatResponse
+from ._pricing import cost_usd
 
 NAN = math.nan
 
@@ -60,9 +61,8 @@ def call_row(
     record: ChatResponse,
     *,
     hardware: Mapping[str, float] | None = None,
-    cost_usd: float = NAN,
 ) -> dict[str, Any]:
-    """The METRICS.md row for one call."""
+    """The METRICS.md row for one call, priced from the pricing table."""
     t = record.trace
     tokens = t.token_times_ns
     send = t.t_send_ns
@@ -148,7 +148,14 @@ def call_row(
         "srv_total_ms": _num(srv.total_ms) if srv else NAN,
         "srv_output_tps": srv_output_tps,
         "client_overhead_ms": overhead,
-        "cost_usd": cost_usd,
+        "cost_usd": cost_usd(
+            record.provider,
+            record.host,
+            record.model,
+            prompt,
+            completion,
+            _num(usage.cached_tokens),
+        ),
         **{k: float(hw.get(k, NAN)) for k in HARDWARE_COLUMNS},
         "chars": len(text),
         "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
