@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._loop import iterate_sync, run_sync
+from ._loop import SyncIterator, iterate_sync, run_sync
 from ._registry import Found, registry
 from ._stream import ChatStream
 from ._types import ChatResponse, Delta, ModelInfo
@@ -79,7 +79,7 @@ class SyncStream:
 
     def __init__(self, stream: ChatStream) -> None:
         self._stream = stream
-        self._iter: Iterator[Delta] | None = None
+        self._iter: SyncIterator | None = None
 
     @property
     def response(self) -> ChatResponse:
@@ -92,7 +92,7 @@ class SyncStream:
     def __iter__(self) -> Iterator[Delta]:
         if self._iter is None:
             self._iter = iterate_sync(lambda: self._stream.__aiter__())
-        return self._iter
+        return iter(self._iter)
 
     def __next__(self) -> Delta:
         return next(iter(self))
@@ -104,8 +104,10 @@ class SyncStream:
         self.close()
 
     def close(self) -> None:
+        """Stop the stream (from any thread): the connection closes, the call is recorded
+        as cancelled and a consumer waiting for the next delta ends its loop."""
         if self._iter is not None:
-            self._iter.close()  # type: ignore[attr-defined]
+            self._iter.close()
         else:
             run_sync(self._stream.aclose())
 

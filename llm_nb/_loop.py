@@ -14,7 +14,7 @@ import contextlib
 import contextvars
 import queue
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, TypeVar
 
@@ -122,42 +122,65 @@ def submit(coro: Coroutine[Any, Any, Any]) -> Job:
 _DONE = object()
 
 
-def iterate_sync(aiter_factory: Any, maxsize: int = 0) -> Iterator[Any]:
+class SyncIterator:
     """Iterate an async iterator from sync code.
 
     A pump task on the loop thread pushes items into a thread-safe queue, so the consumer
-    pays one queue hand-off per item rather than one cross-thread round trip. Closing the
-    generator (or an interrupt while waiting) cancels the pump, which closes the source.
+    pays one queue hand-off per item rather than one cross-thread round trip. ``close()``
+    may be called from any thread: it cancels the pump (which closes the source) and wakes a
+    consumer blocked waiting. Iteration itself is a generator, so a loop left early, or an
+    interrupt while waiting, closes it too.
     """
-    q: queue.Queue[Any] = queue.Queue(maxsize)
 
-    async def pump() -> None:
-        source: AsyncIterator[Any] = aiter_factory()
+    def __init__(self, aiter_factory: Callable[[], AsyncIterator[Any]]) -> None:
+        self._q: queue.Queue[Any] = queue.Queue()
+        self._closed = False
+        self._job = submit(self._pump(aiter_factory))
+        self._items = self._consume()
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._items
+
+    def __next__(self) -> Any:
+        return next(self._items)
+
+    async def _pump(self, aiter_factory: Callable[[], AsyncIterator[Any]]) -> None:
+        source = aiter_factory()
         try:
             async for item in source:
-                q.put(item)
+                self._q.put(item)
         except BaseException as exc:
-            q.put(_Raised(exc))
+            self._q.put(_Raised(exc))
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
             aclose = getattr(source, "aclose", None)
             if aclose is not None:
                 await aclose()
-            q.put(_DONE)
+            self._q.put(_DONE)
 
-    job = submit(pump())
-    try:
-        while True:
-            item = q.get()
-            if item is _DONE:
-                break
-            if isinstance(item, _Raised):
-                raise item.exc
-            yield item
-    finally:
-        if not job.finished.is_set():
-            job.cancel_and_wait()
+    def _consume(self) -> Iterator[Any]:
+        try:
+            while True:
+                item = self._q.get()
+                if item is _DONE or self._closed:
+                    return
+                if isinstance(item, _Raised):
+                    raise item.exc
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the source and release a waiting consumer; safe from any thread."""
+        self._closed = True
+        if not self._job.finished.is_set():
+            self._job.cancel_and_wait()
+        self._q.put(_DONE)
+
+
+def iterate_sync(aiter_factory: Callable[[], AsyncIterator[Any]]) -> SyncIterator:
+    return SyncIterator(aiter_factory)
 
 
 class _Raised:

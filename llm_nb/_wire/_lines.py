@@ -6,6 +6,7 @@ character equals LF or CR, so a character split across two reads is reassembled 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 from typing import Protocol, TypeVar
 
@@ -22,15 +23,25 @@ MAX_LINE_BYTES = 16 * 1024 * 1024
 class LineSplitter:
     """Feed bytes, get complete lines (without their terminator: LF, CRLF or lone CR)."""
 
-    __slots__ = ("_buf", "_max")
+    __slots__ = ("_max", "_parts", "_size")
 
     def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        self._buf = b""
+        # The unfinished line, as the pieces it arrived in: joining them only once a line end
+        # comes keeps a long line linear in its length rather than quadratic.
+        self._parts: list[bytes] = []
+        self._size = 0
         self._max = max_line_bytes
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        if self._buf:
-            chunk = self._buf + chunk
+        held_cr = bool(self._parts) and self._parts[-1].endswith(b"\r")
+        if not held_cr and b"\n" not in chunk and b"\r" not in chunk:
+            self._parts.append(chunk)
+            self._size += len(chunk)
+            self._check(self._size)
+            return []
+        if self._parts:
+            self._parts.append(chunk)
+            chunk = b"".join(self._parts)
         if b"\r" in chunk:
             # A CR at the very end may be the first half of a CRLF split across reads:
             # hold it back so it is not taken for a line end of its own.
@@ -41,20 +52,27 @@ class LineSplitter:
             if hold:
                 chunk += b"\r"
         lines = chunk.split(b"\n")
-        self._buf = lines.pop()
-        if len(self._buf) > self._max:
-            size = len(self._buf)
-            self._buf = b""
+        rest = lines.pop()
+        self._parts = [rest] if rest else []
+        self._size = len(rest)
+        self._check(max((len(line) for line in lines), default=0))
+        self._check(self._size)
+        return lines
+
+    def _check(self, size: int) -> None:
+        if size > self._max:
+            self._parts = []
+            self._size = 0
             raise ProtocolError(
-                f"a stream line exceeded {self._max} bytes ({size} buffered); "
+                f"a stream line exceeded {self._max} bytes ({size} seen); "
                 "the server is not sending line-delimited events"
             )
-        return lines
 
     def flush(self) -> list[bytes]:
         """The unterminated last line, if any (a stream may end without a final newline)."""
-        rest = self._buf.rstrip(b"\r")
-        self._buf = b""
+        rest = b"".join(self._parts).rstrip(b"\r")
+        self._parts = []
+        self._size = 0
         return [rest] if rest else []
 
 
@@ -68,6 +86,27 @@ class IncrementalDecoder(Protocol[T_co]):
     def feed(self, chunk: bytes) -> Iterable[T_co]: ...
 
     def flush(self) -> Iterable[T_co]: ...
+
+
+#: After the end marker, how much of the body is still read so the connection can go back to
+#: the pool (the chunked body's terminator usually follows at once).
+DRAIN_MAX_ITEMS = 64
+DRAIN_MAX_S = 0.5
+
+
+async def drain(items: AsyncIterator[object]) -> None:
+    """Read what remains of a body after its end marker, within bounds. A response read to its
+    end returns its connection to the pool; one closed early is dropped, and the next call pays
+    a new connection (a TLS handshake on a remote API)."""
+    try:
+        async with asyncio.timeout(DRAIN_MAX_S):
+            n = 0
+            async for _ in items:
+                n += 1
+                if n >= DRAIN_MAX_ITEMS:
+                    break
+    except (TimeoutError, httpx.HTTPError, ProtocolError):
+        pass  # the connection is closed instead: only reuse is lost
 
 
 async def decoded(

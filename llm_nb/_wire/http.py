@@ -180,8 +180,12 @@ def clean_message(message: str, secret: str | None = None) -> str:
     """One line, with the configured key and anything shaped like a key removed."""
     if secret:
         message = message.replace(secret, "[redacted]")
-    message = _KEYLIKE.sub("[redacted]", message)
-    return " ".join(message.split())
+    return " ".join(redact_keylike(message).split())
+
+
+def redact_keylike(text: str) -> str:
+    """``text`` with anything shaped like an API key replaced by ``[redacted]``."""
+    return _KEYLIKE.sub("[redacted]", text)
 
 
 def error_message_from_body(body: bytes) -> tuple[str, str | None, Any]:

@@ -18,7 +18,17 @@ def parse_json(text: str | bytes, what: str = "stream frame") -> Any:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid UTF-8"
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
-        raise ProtocolError(f"malformed JSON in {what}: {reason} in {text[:80]!r}") from exc
+        raise ProtocolError(f"malformed JSON in {what}: {reason} in {_excerpt(text)!r}") from exc
+
+
+def _excerpt(text: str) -> str:
+    """The start of a bad frame for an error message, minus anything shaped like an API key:
+    servers echo keys back (``Incorrect API key provided: sk-...``), and unlike the error
+    bodies a provider maps, this text reaches the message without the provider's redaction.
+    Redacted before it is cut, so a key at the cut cannot leave a piece behind."""
+    from .http import redact_keylike  # http imports this module
+
+    return redact_keylike(text[:1000])[:80]
 
 
 class NDJSONDecoder:

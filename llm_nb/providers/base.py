@@ -129,6 +129,20 @@ class Provider:
         """A server's error text made safe to show: one line, no key in it."""
         return wire.clean_message(message, self._api_key.reveal() if self._api_key else None)
 
+    def _redact(self, exc: LLMError) -> LLMError:
+        """Clean an error raised while decoding: its message quotes what the server sent,
+        which may echo our key in a form no pattern recognises."""
+        cleaned = self._clean(exc.message)
+        exc.message = cleaned
+        exc.args = (cleaned,)
+        return exc
+
+    def _parse(self, body: bytes, what: str) -> Any:
+        try:
+            return parse_json(body, what)
+        except LLMError as exc:
+            raise self._redact(exc) from None  # the cause would quote the raw body again
+
     def _map_error(self, response: httpx.Response, body: bytes) -> LLMError:
         message, error_type, _code = wire.error_message_from_body(body)
         message = self._clean(message)
@@ -177,13 +191,13 @@ class Provider:
 
     async def _get_json(self, path: str, *, timeout: float | None = None, **kw: Any) -> Any:
         response = await self._request("GET", path, timeout=timeout, **kw)
-        return parse_json(response.content, f"{self.label} {path} response")
+        return self._parse(response.content, f"{self.label} {path} response")
 
     async def _post_json(self, path: str, body: Any, **kw: Any) -> Any:
         response = await self._request("POST", path, json=body, **kw)
         if not response.content:
             return None
-        return parse_json(response.content, f"{self.label} {path} response")
+        return self._parse(response.content, f"{self.label} {path} response")
 
     # -- chat -------------------------------------------------------------------------------
 
@@ -303,8 +317,12 @@ class _StreamDialect:
     def __init__(self, provider: Provider) -> None:
         self._p = provider
 
-    def decode(self, response: httpx.Response) -> AsyncIterator[Any]:
-        return self._p._decode_stream(response)
+    async def decode(self, response: httpx.Response) -> AsyncIterator[Any]:
+        try:
+            async for obj in self._p._decode_stream(response):
+                yield obj
+        except LLMError as exc:
+            raise self._p._redact(exc) from None  # the cause would quote the raw frame again
 
     def apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta] | None:
         if obj is END:
@@ -322,7 +340,7 @@ class _WholeBodyDialect:
 
     async def decode(self, response: httpx.Response) -> AsyncIterator[Any]:
         body = await response.aread()
-        yield parse_json(body, f"{self._p.label} chat response")
+        yield self._p._parse(body, f"{self._p.label} chat response")
         yield END
 
     def apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta] | None:

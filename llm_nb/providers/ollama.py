@@ -32,7 +32,7 @@ from .._types import (
     Usage,
 )
 from .._wire import http as wire
-from .._wire._lines import decoded
+from .._wire._lines import decoded, drain
 from .._wire.ndjson import NDJSONDecoder
 from .base import END, Provider
 
@@ -125,9 +125,11 @@ class OllamaProvider(Provider):
         return body
 
     async def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
-        async for obj in decoded(response, NDJSONDecoder()):
+        lines = decoded(response, NDJSONDecoder())
+        async for obj in lines:
             yield obj
             if isinstance(obj, dict) and obj.get("done"):
+                await drain(lines)
                 yield END
                 return
 

@@ -32,7 +32,7 @@ from .._types import (
     Usage,
 )
 from .._wire import http as wire
-from .._wire._lines import decoded
+from .._wire._lines import decoded, drain
 from .._wire.ndjson import parse_json
 from .._wire.sse import SSEDecoder
 from .base import END, Provider
@@ -125,8 +125,10 @@ class OpenAIProvider(Provider):
     # -- response ---------------------------------------------------------------------------
 
     async def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
-        async for event in decoded(response, SSEDecoder()):
+        events = decoded(response, SSEDecoder())
+        async for event in events:
             if event.data == "[DONE]":
+                await drain(events)
                 yield END
                 return
             yield parse_json(event.data, f"{self.label} stream event")

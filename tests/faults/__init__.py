@@ -1,0 +1,46 @@
+"""Fault injection for llm_nb's provider layer: a loopback server that plays each fault on
+each wire (SSE as OpenAI and llama-server send it, NDJSON as Ollama sends it).
+
+    from tests.faults import FaultServer, plays, OPENAI
+    with FaultServer(plays.then_fault(OPENAI, 3, "hang_up")) as srv:
+        p = OPENAI.provider(srv.url)
+        ...
+
+See server.py for the server and what it records, wires.py for the wire shapes and
+plays.py for the faults.
+"""
+
+from __future__ import annotations
+
+import psutil
+
+from . import plays
+from .server import MAX_HOLD_S, ClientGone, Conn, FaultServer, Play, Request
+from .wires import LLAMACPP, OLLAMA, OPENAI, WIRES, Wire
+
+__all__ = [
+    "LLAMACPP",
+    "MAX_HOLD_S",
+    "OLLAMA",
+    "OPENAI",
+    "WIRES",
+    "ClientGone",
+    "Conn",
+    "FaultServer",
+    "Play",
+    "Request",
+    "Wire",
+    "client_sockets",
+    "plays",
+]
+
+
+def client_sockets(port: int) -> list[str]:
+    """This process's TCP sockets connected *to* ``port`` (the client side), in any state, as
+    ``"laddr->raddr STATUS"``. A socket that is still here after a call is a leak: a closed
+    response would have released it (TIME_WAIT sockets belong to no process)."""
+    out = []
+    for c in psutil.Process().net_connections(kind="tcp"):
+        if c.raddr and c.raddr.port == port:
+            out.append(f"{c.laddr.ip}:{c.laddr.port}->{c.raddr.ip}:{c.raddr.port} {c.status}")
+    return out

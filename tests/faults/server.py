@@ -1,0 +1,418 @@
+"""A loopback HTTP/1.1 server that misbehaves on purpose, for fault-injection tests.
+
+It runs its own asyncio loop on a daemon thread, so it serves async tests (on pytest's loop),
+sync tests (llm_nb's private loop thread) and a main thread blocked in a queue alike. Each
+request is handed to a *play*: ``async def play(req: Request, conn: Conn) -> None`` that writes
+whatever the fault needs (a status, a chunked body frame by frame, a half-finished body, a
+reset...). The server watches the socket while a play runs, so it notices a client that hangs
+up mid-answer, stops the play, and records when that happened.
+
+What tests read back: ``requests`` (every request, with its arrival time), ``open_connections``
+(sockets the server still holds), ``peak_connections``, ``disconnects`` (monotonic times at
+which a client hung up during a play), and :meth:`wait_idle` / :meth:`wait_disconnects`.
+Every wait is bounded; ``stop()`` closes every socket and the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+#: Upper bound for any single play's sleep, so a forgotten server can never hang a test run.
+MAX_HOLD_S = 30.0
+
+
+@dataclass
+class Request:
+    index: int  #: arrival order on this server, from 0
+    conn_id: int
+    method: str
+    path: str
+    headers: dict[str, str]  #: lower-case names
+    body: bytes
+    at: float = field(default_factory=time.monotonic)
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    def prompt(self) -> str:
+        """The text of the last message of a chat request ("" when there is none)."""
+        obj = self.json() or {}
+        messages = obj.get("messages") or [{}]
+        return str(messages[-1].get("content") or "")
+
+
+class ClientGone(Exception):
+    """The client closed the connection while a play was writing to it."""
+
+
+class Conn:
+    """The response side of one request: what a play writes with."""
+
+    def __init__(self, server: FaultServer, writer: asyncio.StreamWriter, req: Request) -> None:
+        self._server = server
+        self._writer = writer
+        self.request = req
+        self.chunked = False
+        self.head_sent = False
+        self.finished = False
+        #: Close the connection after this response (no keep-alive).
+        self.close_after = False
+        #: Set when the play ended the connection itself (hang-up, reset).
+        self.dropped = False
+
+    async def _write(self, data: bytes) -> None:
+        if self._writer.is_closing():
+            raise ClientGone
+        self._writer.write(data)
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise ClientGone from exc
+
+    async def head(
+        self,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        *,
+        chunked: bool = True,
+        reason: str | None = None,
+        content_length: int | None = None,
+    ) -> None:
+        lines = [f"HTTP/1.1 {status} {reason or _REASONS.get(status, 'Status')}"]
+        hdrs = {"server": "faults", **(headers or {})}
+        if chunked:
+            hdrs["transfer-encoding"] = "chunked"
+        elif content_length is not None:
+            hdrs["content-length"] = str(content_length)
+        if self.close_after:
+            hdrs["connection"] = "close"
+        lines += [f"{k}: {v}" for k, v in hdrs.items()]
+        self.chunked = chunked
+        self.head_sent = True
+        await self._write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    async def send(self, data: bytes) -> None:
+        """One body write (one HTTP chunk when chunked)."""
+        if not data:
+            return
+        if self.chunked:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        await self._write(data)
+
+    async def send_pieces(self, data: bytes, sizes: list[int], delay_s: float = 0.0) -> None:
+        """``data`` as several writes of the given sizes (cycled), ``delay_s`` apart."""
+        i = 0
+        for size in itertools.cycle(sizes or [len(data) or 1]):
+            if i >= len(data):
+                break
+            await self.send(data[i : i + size])
+            i += size
+            if delay_s:
+                await asyncio.sleep(delay_s)
+
+    async def end(self) -> None:
+        """Finish the body properly (the last chunk of a chunked body)."""
+        if self.chunked:
+            await self._write(b"0\r\n\r\n")
+        self.finished = True
+
+    async def respond(
+        self, status: int, body: bytes | dict[str, Any] | str, headers: dict[str, str] | None = None
+    ) -> None:
+        """A whole response with Content-Length."""
+        if isinstance(body, dict):
+            data = json.dumps(body).encode()
+            headers = {"content-type": "application/json", **(headers or {})}
+        else:
+            data = body.encode() if isinstance(body, str) else body
+        await self.head(status, headers, chunked=False, content_length=len(data))
+        await self._write(data)
+        self.finished = True
+
+    def hang_up(self) -> None:
+        """Close the socket (FIN) without finishing the body."""
+        self.dropped = True
+        self._writer.close()
+
+    def reset(self) -> None:
+        """Abort the connection with a TCP RST, as a killed process's socket may."""
+        self.dropped = True
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._writer.transport.abort()
+
+    async def hold(self, seconds: float = MAX_HOLD_S) -> None:
+        """Wait (for the client to give up, usually); bounded by MAX_HOLD_S."""
+        await asyncio.sleep(min(seconds, MAX_HOLD_S))
+
+
+Play = Callable[[Request, Conn], Awaitable[None]]
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class FaultServer:
+    """``with FaultServer(play) as srv: ... srv.url ...``"""
+
+    def __init__(self, play: Play, *, host: str = "127.0.0.1", backlog: int = 1024) -> None:
+        self.play = play
+        self.host = host
+        self.port = 0
+        self._backlog = backlog
+        self.requests: list[Request] = []
+        self.disconnects: list[float] = []
+        self.open_connections = 0
+        self.peak_connections = 0
+        self.connections_total = 0
+        #: Exceptions raised by plays (a bug in a test's play should fail that test).
+        self.play_errors: list[BaseException] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._cond = threading.Condition()
+        self._conn_ids = itertools.count(1)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Self:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        async def boot() -> None:
+            self._server = await asyncio.start_server(
+                self._handle, self.host, 0, backlog=self._backlog, reuse_address=True
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(boot())
+            except BaseException as exc:
+                failure.append(exc)
+                started.set()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="fault-server", daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("fault server did not start in 10 s")
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for w in list(self._writers):
+                w.close()
+            for t in list(self._tasks):
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
+
+        if thread.is_alive():
+            fut = asyncio.run_coroutine_threadsafe(shutdown(), loop)
+            with contextlib.suppress(Exception):
+                fut.result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+        elif not loop.is_closed():
+            loop.close()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what tests read ----------------------------------------------------------------------
+
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until the server holds no connection at all."""
+        return self._wait(lambda: self.open_connections == 0, timeout)
+
+    def wait_disconnects(self, n: int, timeout: float = 5.0) -> bool:
+        """Wait until ``n`` clients have hung up in the middle of a play."""
+        return self._wait(lambda: len(self.disconnects) >= n, timeout)
+
+    def wait_requests(self, n: int, timeout: float = 5.0) -> bool:
+        return self._wait(lambda: len(self.requests) >= n, timeout)
+
+    def _wait(self, ready: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not ready():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+            return True
+
+    def _changed(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- serving ------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn_id = next(self._conn_ids)
+        self.open_connections += 1
+        self.connections_total += 1
+        self.peak_connections = max(self.peak_connections, self.open_connections)
+        self._changed()
+        buf = bytearray()
+        try:
+            while not writer.is_closing():
+                req = await _read_request(reader, buf, conn_id)
+                if req is None:
+                    break
+                req.index = len(self.requests)
+                self.requests.append(req)
+                self._changed()
+                conn = Conn(self, writer, req)
+                if not await self._serve(req, conn, reader, buf):
+                    break
+                if conn.close_after or conn.dropped or not conn.finished:
+                    break
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (asyncio logs handler tasks that end cancelled)
+        finally:
+            if not writer.is_closing():
+                writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 2)
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+            self.open_connections -= 1
+            self._changed()
+
+    async def _serve(
+        self, req: Request, conn: Conn, reader: asyncio.StreamReader, buf: bytearray
+    ) -> bool:
+        """Run the play while watching the socket; False when the connection is over."""
+        play = asyncio.ensure_future(self._run_play(req, conn))
+        watch = asyncio.ensure_future(reader.read(65536))
+        try:
+            done, _ = await asyncio.wait({play, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch in done:
+                try:
+                    data = watch.result()
+                except (ConnectionError, OSError):
+                    data = b""  # a reset (the client closed with our bytes unread)
+                if not data:
+                    # The client hung up while the answer was still being played.
+                    if not play.done():
+                        self.disconnects.append(time.monotonic())
+                        self._changed()
+                    play.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await play
+                    return False
+                buf += data  # an early next request: keep it
+                await play
+            else:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    data = await watch
+                    buf += data or b""
+        finally:
+            for t in (play, watch):
+                if not t.done():
+                    t.cancel()
+        return not (conn.dropped or writer_closed(conn))
+
+    async def _run_play(self, req: Request, conn: Conn) -> None:
+        try:
+            await self.play(req, conn)
+        except ClientGone:
+            self.disconnects.append(time.monotonic())
+            self._changed()
+            conn.dropped = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.play_errors.append(exc)
+            conn.dropped = True
+            conn.reset()
+
+
+def writer_closed(conn: Conn) -> bool:
+    return conn._writer.is_closing()
+
+
+async def _read_request(
+    reader: asyncio.StreamReader, buf: bytearray, conn_id: int
+) -> Request | None:
+    while b"\r\n\r\n" not in buf:
+        data = await reader.read(65536)
+        if not data:
+            return None
+        buf += data
+    head, _, rest = bytes(buf).partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    need = int(headers.get("content-length", "0"))
+    body = bytearray(rest)
+    while len(body) < need:
+        data = await reader.read(65536)
+        if not data:
+            return None
+        body += data
+    buf[:] = body[need:]
+    return Request(-1, conn_id, method, path, headers, bytes(body[:need]))

@@ -1,0 +1,662 @@
+"""Fault injection: every fault on every wire, over real loopback sockets.
+
+For each fault the test checks four things: the typed error (or the successful retry), the
+partial answer kept (``error.partial.text`` and the stats row's text), the stats row's status
+(error / timeout / cancelled / ok), and that no connection is left open (the fault server's
+count of the sockets it holds, and psutil's list of this process's sockets to its port).
+
+The wires: SSE as OpenAI sends it, SSE as llama-server sends it, NDJSON as Ollama sends it
+(tests/faults/wires.py). A real llama-server is also SIGKILLed mid-answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import llm_nb
+from llm_nb._embedded.build import DEFAULT_MODEL_ALIAS
+from llm_nb._embedded.server import LlamaServer, free_port
+from llm_nb._errors import (
+    APIConnectionError,
+    APITimeoutError,
+    LLMError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    ServiceUnavailableError,
+)
+from llm_nb._stats import Recorder
+from llm_nb._stream import ChatStream
+from llm_nb._types import TextDelta
+from llm_nb._wire._lines import MAX_LINE_BYTES
+from llm_nb._wire.http import HTTPConfig, RetryPolicy
+from llm_nb._wire.ndjson import NDJSONDecoder
+from llm_nb._wire.sse import SSEDecoder
+from llm_nb.providers import LlamaCppProvider
+from llm_nb.providers.base import Provider
+from tests.faults import (
+    LLAMACPP,
+    OLLAMA,
+    OPENAI,
+    WIRES,
+    Conn,
+    FaultServer,
+    Request,
+    Wire,
+    client_sockets,
+    plays,
+)
+from tests.faults.recording import only_recorder
+
+pytestmark = pytest.mark.timeout(90)
+
+FAST = RetryPolicy(max_retries=0)
+PARTIAL = "".join(plays.TOKENS[:3])  # what every "n=3 then fault" play sends first
+FULL = "".join(plays.TOKENS)
+
+
+@pytest.fixture
+def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    """The only call observer during the test: an in-memory recorder."""
+    return only_recorder(monkeypatch)
+
+
+def only_row(rec: Recorder) -> dict[str, Any]:
+    (row,) = rec.rows()
+    return row
+
+
+async def until(pred: Callable[[], bool], timeout: float = 3.0) -> bool:
+    """Poll ``pred`` without blocking the loop (socket closes complete on the loop)."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+async def assert_released(srv: FaultServer, p: Provider, *, pooled_ok: bool = False) -> None:
+    """No connection left open. Unless the body was complete (then the connection may idle in
+    the provider's keep-alive pool), the call itself must have closed it; after
+    ``aclose()`` nothing at all may remain, on either side."""
+    if not pooled_ok:
+        assert await until(lambda: srv.open_connections == 0), (
+            f"server still holds {srv.open_connections} connection(s) after the call"
+        )
+        assert client_sockets(srv.port) == []
+    await p.aclose()
+    assert await until(lambda: srv.open_connections == 0)
+    assert await until(lambda: client_sockets(srv.port) == []), client_sockets(srv.port)
+    assert srv.play_errors == []
+
+
+async def attempt(p: Provider, prompt: str = "hi") -> tuple[LLMError | None, ChatStream]:
+    s = p.stream("m", prompt)
+    try:
+        await s.collect()
+    except LLMError as exc:
+        return exc, s
+    return None, s
+
+
+wires = pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)
+
+
+# -- no server -----------------------------------------------------------------------------
+
+
+@wires
+async def test_connection_refused(wire: Wire, rec: Recorder) -> None:
+    port = free_port()  # nothing listens here now
+    p = wire.provider(
+        f"http://127.0.0.1:{port}", retry=RetryPolicy(max_retries=1, initial_delay_s=0.01)
+    )
+    err, s = await attempt(p)
+    assert type(err) is APIConnectionError, err
+    assert f"127.0.0.1:{port}" in str(err) and "ConnectError" in str(err)
+    assert err.partial is None and s.response.text == ""
+    assert s.response.status == "error" and s.response.trace.retries == 1
+    row = only_row(rec)
+    assert (row["status"], row["error_type"]) == ("error", "APIConnectionError")
+    assert rec.text(row["call_id"]) == ""
+    await p.aclose()
+    assert client_sockets(port) == []
+
+
+# -- faults in the middle of a streamed answer ---------------------------------------------
+
+MID_STREAM = {
+    # fault: (error class, exact class?, row status, body complete?, message part)
+    "hang_up": (APIConnectionError, True, "error", False, "broke mid-answer"),
+    "reset": (APIConnectionError, True, "error", False, "broke mid-answer"),
+    "malformed": (ProtocolError, True, "error", False, "malformed JSON"),
+    "error": (ServerError, True, "error", False, "out of memory"),
+    "eof": (ProtocolError, True, "error", True, "before its end marker"),
+    "stall": (APITimeoutError, True, "timeout", False, "read timeout"),
+}
+
+
+@wires
+@pytest.mark.parametrize("fault", list(MID_STREAM))
+async def test_fault_mid_stream_keeps_partial_and_closes(
+    wire: Wire, fault: str, rec: Recorder
+) -> None:
+    cls, exact, status, complete, words = MID_STREAM[fault]
+    with FaultServer(plays.then_fault(wire, 3, fault)) as srv:
+        read_s = 0.4 if fault == "stall" else 10.0
+        p = wire.provider(srv.url, retry=FAST, http=HTTPConfig(read_s=read_s))
+        err, s = await attempt(p)
+        assert isinstance(err, cls) and (type(err) is cls or not exact), repr(err)
+        assert words in str(err)
+        # The partial answer survives in the error, the record and the stats row.
+        assert err.partial is s.response
+        assert err.partial.text == PARTIAL
+        assert s.response.status == status and s.response.error is err
+        row = only_row(rec)
+        assert (row["status"], row["error_type"]) == (status, cls.__name__)
+        assert rec.text(row["call_id"]) == PARTIAL
+        assert row["n_chunks"] == 3 and row["chars"] == len(PARTIAL)
+        await assert_released(srv, p, pooled_ok=complete)
+        if fault == "stall":
+            # The server was still holding the answer: it must have seen the client leave.
+            assert srv.wait_disconnects(1, 2)
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+def rate_limited(wire: Wire) -> bytes:
+    if wire.name == "ollama":
+        return wire.error_body(429, "too many requests")
+    return wire.error_body(429, "Rate limit reached for requests", "requests")
+
+
+@wires
+@pytest.mark.parametrize(
+    ("header", "value", "wait_s"),
+    [("retry-after", "1", 1.0), ("retry-after-ms", "250", 0.25)],
+    ids=["retry-after", "retry-after-ms"],
+)
+async def test_429_retry_after_is_honoured_then_success(
+    wire: Wire, header: str, value: str, wait_s: float, rec: Recorder
+) -> None:
+    # Without the hint the first backoff would be 2.25-3 s: a wait near the hint proves it
+    # was used.
+    policy = RetryPolicy(max_retries=2, initial_delay_s=3.0)
+    play = plays.statuses_then(wire, [(429, {header: value}, rate_limited(wire))])
+    with FaultServer(play) as srv:
+        p = wire.provider(srv.url, retry=policy)
+        err, s = await attempt(p)
+        assert err is None, err
+        assert s.response.text == FULL and s.response.status == "ok"
+        assert s.response.trace.retries == 1
+        first, second = srv.requests
+        waited = second.at - first.at
+        assert wait_s - 0.02 <= waited < wait_s + 0.9, waited
+        row = only_row(rec)
+        assert row["status"] == "ok" and rec.text(row["call_id"]) == FULL
+        # The 429 body was read, so its connection could be reused for the retry.
+        await assert_released(srv, p, pooled_ok=True)
+
+
+async def test_429_retry_after_http_date(rec: Recorder) -> None:
+    async def play(req: Request, conn: Conn) -> None:
+        if req.index == 0:
+            # An HTTP date has whole seconds: "now + 2 s" means a wait of 1-2 s from now.
+            when = email.utils.formatdate(time.time() + 2, usegmt=True)
+            await conn.respond(429, rate_limited(OPENAI), {"retry-after": when})
+        else:
+            await plays.answer(OPENAI)(req, conn)
+
+    with FaultServer(play) as srv:
+        p = OPENAI.provider(srv.url, retry=RetryPolicy(max_retries=1, initial_delay_s=4.0))
+        err, s = await attempt(p)
+        assert err is None and s.response.text == FULL
+        waited = srv.requests[1].at - srv.requests[0].at
+        assert 0.9 <= waited < 2.9, waited
+        await assert_released(srv, p, pooled_ok=True)
+
+
+@wires
+async def test_429_retries_exhausted(wire: Wire, rec: Recorder) -> None:
+    hint = (429, {"retry-after-ms": "20"}, rate_limited(wire))
+    with FaultServer(plays.statuses_then(wire, [hint] * 5)) as srv:
+        p = wire.provider(srv.url, retry=RetryPolicy(max_retries=2))
+        err, s = await attempt(p)
+        assert isinstance(err, RateLimitError) and err.status_code == 429
+        assert err.retry_after_s == pytest.approx(0.02)
+        assert len(srv.requests) == 3 and s.response.trace.retries == 2
+        assert err.partial is None and s.response.text == ""
+        row = only_row(rec)
+        assert (row["status"], row["error_type"]) == ("error", "RateLimitError")
+        await assert_released(srv, p, pooled_ok=True)
+
+
+def loading(wire: Wire) -> tuple[int, dict[str, str], bytes]:
+    if wire.name == "ollama":
+        body = wire.error_body(503, "server busy, please try again.  maximum pending requests")
+    else:
+        body = wire.error_body(503, "Loading model", "unavailable_error")
+    return (503, {}, body)
+
+
+@wires
+async def test_503_loading_model_then_ready(wire: Wire, rec: Recorder) -> None:
+    with FaultServer(plays.statuses_then(wire, [loading(wire)] * 2)) as srv:
+        p = wire.provider(srv.url, retry=RetryPolicy(max_retries=2, initial_delay_s=0.05))
+        err, s = await attempt(p)
+        assert err is None, err
+        assert s.response.text == FULL and s.response.trace.retries == 2
+        assert len(srv.requests) == 3
+        row = only_row(rec)
+        assert row["status"] == "ok" and row["completion_tokens"] == len(plays.TOKENS)
+        await assert_released(srv, p, pooled_ok=True)
+
+
+@wires
+async def test_503_loading_forever_is_service_unavailable(wire: Wire, rec: Recorder) -> None:
+    with FaultServer(plays.statuses_then(wire, [loading(wire)] * 9)) as srv:
+        p = wire.provider(srv.url, retry=RetryPolicy(max_retries=2, initial_delay_s=0.01))
+        err, s = await attempt(p)
+        assert isinstance(err, ServiceUnavailableError) and err.status_code == 503
+        assert ("Loading model" if wire.name != "ollama" else "server busy") in str(err)
+        assert len(srv.requests) == 3 and s.response.status == "error"
+        row = only_row(rec)
+        assert (row["status"], row["error_type"]) == ("error", "ServiceUnavailableError")
+        await assert_released(srv, p, pooled_ok=True)
+
+
+# -- slow servers --------------------------------------------------------------------------
+
+
+@wires
+async def test_slow_headers_is_a_timeout(wire: Wire, rec: Recorder) -> None:
+    with FaultServer(plays.slow_headers(10)) as srv:
+        p = wire.provider(
+            srv.url,
+            http=HTTPConfig(read_s=0.3),
+            retry=RetryPolicy(max_retries=1, initial_delay_s=0.01),
+        )
+        t0 = time.monotonic()
+        err, s = await attempt(p)
+        elapsed = time.monotonic() - t0
+        assert isinstance(err, APITimeoutError), repr(err)
+        assert "did not answer in time" in str(err) and "read timeout" in str(err)
+        assert 0.55 <= elapsed < 3.0, elapsed  # two attempts of 0.3 s, not the 10 s stall
+        assert len(srv.requests) == 2 and s.response.trace.retries == 1
+        assert err.partial is None and s.response.text == ""
+        row = only_row(rec)
+        assert (row["status"], row["error_type"]) == ("timeout", "APITimeoutError")
+        # Both attempts' connections were dropped by the client, and the server noticed.
+        assert srv.wait_disconnects(2, 2)
+        await assert_released(srv, p)
+
+
+@wires
+async def test_trickling_stream_completes(wire: Wire, rec: Recorder) -> None:
+    """Tiny writes a few ms apart: the whole answer takes longer than the read timeout, but
+    no single gap does, so the call succeeds (read_s bounds each wait, not the answer)."""
+    tokens = ["a", "bé", "c😀d", " e", "f", "g", "h ", "i", "j", "k", "l", "m"]
+    with FaultServer(
+        plays.trickle(wire, tokens, delay_s=0.005, seed=len(wire.name), max_piece=16)
+    ) as srv:
+        p = wire.provider(srv.url, retry=FAST, http=HTTPConfig(read_s=0.8))
+        t0 = time.monotonic()
+        err, s = await attempt(p)
+        assert err is None, err
+        assert time.monotonic() - t0 > 0.8  # longer than read_s in total
+        assert s.response.text == "".join(tokens) and s.response.status == "ok"
+        row = only_row(rec)
+        assert row["status"] == "ok" and row["n_chunks"] == len(tokens)
+        await assert_released(srv, p, pooled_ok=True)
+
+
+# -- bytes that are hard to decode ----------------------------------------------------------
+
+SPLIT_TOKENS = ["é", "😀", "中文", " ✓ ok", "👩\u200d💻", "🇫🇷", "ß"]
+
+
+def byte_split_frames(wire: Wire, tokens: list[str]) -> list[bytes]:
+    """Every token frame cut at every byte of its (multi-byte) text."""
+    out = [wire.first()] if wire.first() else []
+    for t in tokens:
+        frame = wire.token(t)
+        raw = t.encode()
+        start = frame.index(raw)
+        out.append(frame[:start])
+        out += [raw[i : i + 1] for i in range(len(raw))]
+        out.append(frame[start + len(raw) :])
+    out.append(wire.finish(len(tokens)))
+    return out
+
+
+@wires
+async def test_multibyte_characters_split_across_reads(wire: Wire, rec: Recorder) -> None:
+    frames = byte_split_frames(wire, SPLIT_TOKENS)
+    with FaultServer(plays.raw_frames(wire, frames, delay_s=0.003)) as srv:
+        p = wire.provider(srv.url, retry=FAST)
+        err, s = await attempt(p)
+        assert err is None, err
+        assert s.response.text == "".join(SPLIT_TOKENS)
+        assert "\ufffd" not in s.response.text
+        row = only_row(rec)
+        assert row["status"] == "ok" and rec.text(row["call_id"]) == "".join(SPLIT_TOKENS)
+        await assert_released(srv, p, pooled_ok=True)
+
+
+@wires
+async def test_invalid_utf8(wire: Wire, rec: Recorder) -> None:
+    """SSE decodes bytes with replacement (the answer goes on, with U+FFFD); an NDJSON line
+    with invalid UTF-8 is a ProtocolError that keeps what came before. Neither crashes."""
+    frames = [
+        wire.first(),
+        wire.token("ok "),
+        wire.raw_token(b"ab\xffcd"),  # a byte that is never valid UTF-8
+        wire.raw_token(b"\xe4\xb8 x"),  # a 3-byte character cut after 2 bytes
+        wire.token(" end"),
+        wire.finish(4),
+    ]
+    with FaultServer(plays.raw_frames(wire, [f for f in frames if f])) as srv:
+        p = wire.provider(srv.url, retry=FAST)
+        err, s = await attempt(p)
+        row = only_row(rec)
+        if wire.name == "ollama":
+            assert isinstance(err, ProtocolError) and "invalid UTF-8" in str(err)
+            assert err.partial is not None and err.partial.text == "ok "
+            assert (row["status"], row["error_type"]) == ("error", "ProtocolError")
+        else:
+            assert err is None, err
+            assert s.response.text == "ok ab\ufffdcd\ufffd x end"
+            assert row["status"] == "ok"
+        assert rec.text(row["call_id"]) == s.response.text
+        await assert_released(srv, p, pooled_ok=err is None)
+
+
+@pytest.fixture
+def small_max_line(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Decoders with a 256 KiB line limit. The providers construct ``SSEDecoder()`` and
+    ``NDJSONDecoder()`` without arguments, and the default is bound when the functions are
+    defined, so patching ``_lines.MAX_LINE_BYTES`` would change nothing: patch the defaults."""
+    limit = 256 * 1024
+    monkeypatch.setattr(SSEDecoder.__init__, "__defaults__", (limit,))
+    monkeypatch.setattr(NDJSONDecoder.__init__, "__defaults__", (limit,))
+    return limit
+
+
+@wires
+async def test_huge_line_is_protocol_error(wire: Wire, rec: Recorder, small_max_line: int) -> None:
+    with FaultServer(plays.huge_line(wire, 3, 4 * small_max_line)) as srv:
+        p = wire.provider(srv.url, retry=FAST)
+        err, _ = await attempt(p)
+        assert isinstance(err, ProtocolError), repr(err)
+        assert f"exceeded {small_max_line} bytes" in str(err)
+        assert err.partial is not None and err.partial.text == PARTIAL
+        row = only_row(rec)
+        assert (row["status"], row["error_type"]) == ("error", "ProtocolError")
+        assert rec.text(row["call_id"]) == PARTIAL
+        assert srv.wait_disconnects(1, 3)  # the server was still sending: it saw us go
+        await assert_released(srv, p)
+
+
+def test_providers_decoders_default_to_the_real_limit() -> None:
+    """What the fixture above patches: the limit providers get when they construct their
+    decoders without arguments (16 MiB). Not exercised over the wire at full size: the
+    splitter re-joins its buffer on every read, so a 16 MiB line costs seconds of CPU."""
+    assert SSEDecoder.__init__.__defaults__ == (MAX_LINE_BYTES,)
+    assert NDJSONDecoder.__init__.__defaults__ == (MAX_LINE_BYTES,)
+    assert MAX_LINE_BYTES == 16 * 1024 * 1024
+
+
+# -- a real llama-server killed mid-answer ---------------------------------------------------
+
+
+async def test_real_llama_server_sigkilled_mid_answer(
+    llama_server_bin: Path, smollm2_gguf: Path, tmp_path: Path, rec: Recorder
+) -> None:
+    server = LlamaServer(
+        llama_server_bin,
+        model=smollm2_gguf,
+        alias=DEFAULT_MODEL_ALIAS,
+        ctx_size=1024,
+        parallel=1,
+        threads=2,
+        log_path=tmp_path / "killed.log",
+    )
+    server.start()
+    try:
+        assert server.pid is not None
+        p = LlamaCppProvider(server.url, retry=FAST)
+        s = p.stream(
+            DEFAULT_MODEL_ALIAS,
+            "Write a long story about a lighthouse keeper.",
+            max_tokens=400,
+            temperature=0,
+            extra={"ignore_eos": True},
+        )
+        seen = ""
+        n = 0
+
+        async def consume_and_kill() -> None:
+            nonlocal seen, n
+            async for d in s:
+                if isinstance(d, TextDelta):
+                    seen += d.text
+                    n += 1
+                    if n == 3:
+                        os.kill(server.pid or 0, signal.SIGKILL)
+
+        with pytest.raises(APIConnectionError) as info:
+            await consume_and_kill()
+        err = info.value
+        assert not isinstance(err, APITimeoutError)
+        assert "broke mid-answer" in str(err)
+        assert n >= 3 and seen
+        assert err.partial is s.response and err.partial.text == seen
+        row = only_row(rec)
+        assert (row["status"], row["error_type"]) == ("error", "APIConnectionError")
+        assert rec.text(row["call_id"]) == seen
+        assert await until(lambda: client_sockets(server.port) == [])
+        await p.aclose()
+    finally:
+        server.stop()
+
+
+# -- cancellation and interrupts ------------------------------------------------------------
+
+SLOW = [f"t{i} " for i in range(300)]  # 300 tokens, 50 ms apart: 15 s if nobody stops it
+
+
+@wires
+async def test_cancelled_task_closes_connection(wire: Wire, rec: Recorder) -> None:
+    with FaultServer(plays.answer(wire, SLOW, delay_s=0.05)) as srv:
+        p = wire.provider(srv.url, retry=FAST)
+        s = p.stream("m", "hi")
+        got = asyncio.Event()
+
+        async def consume() -> None:
+            async for d in s:
+                if isinstance(d, TextDelta) and len(s.response.text) > 6:
+                    got.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(got.wait(), 5)
+        t0 = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await until(lambda: len(srv.disconnects) == 1, 2)
+        assert srv.disconnects[0] - t0 < 1.0
+        assert s.response.status == "cancelled"
+        assert s.response.text and SLOW[0] + SLOW[1] in s.response.text
+        row = only_row(rec)
+        assert row["status"] == "cancelled" and rec.text(row["call_id"]) == s.response.text
+        await assert_released(srv, p)
+
+
+@contextlib.contextmanager
+def default_sigint() -> Iterator[None]:
+    """Python's own Ctrl-C handler (KeyboardInterrupt), whatever a plugin installed."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@wires
+def test_keyboard_interrupt_in_sync_stream_closes_connection(wire: Wire, rec: Recorder) -> None:
+    """Ctrl-C (a real SIGINT to the main thread) while it iterates ``llm_nb.stream(...)``."""
+    assert threading.current_thread() is threading.main_thread()
+    with FaultServer(plays.answer(wire, SLOW, delay_s=0.05)) as srv:
+        first = threading.Event()
+        sent_at: list[float] = []
+
+        def interrupt() -> None:
+            if first.wait(10):
+                time.sleep(0.1)  # the main thread is now blocked waiting for a token
+                sent_at.append(time.monotonic())
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+        model = f"{wire.name}:m@127.0.0.1:{srv.port}"
+        s = llm_nb.stream(model, "hi")
+        killer = threading.Thread(target=interrupt, daemon=True)
+        n = 0
+
+        def consume() -> None:
+            nonlocal n
+            with s:
+                for _ in s:
+                    n += 1
+                    first.set()
+
+        with default_sigint():
+            killer.start()
+            with pytest.raises(KeyboardInterrupt):
+                consume()
+        killer.join(5)
+        assert sent_at and n >= 1
+        assert srv.wait_disconnects(1, 2)
+        assert srv.disconnects[0] - sent_at[0] < 1.0
+        assert s.response.status == "cancelled"
+        assert s.response.text.startswith(SLOW[0])
+        row = only_row(rec)
+        assert row["status"] == "cancelled" and rec.text(row["call_id"]) == s.response.text
+        assert srv.wait_idle(2) and client_sockets(srv.port) == []
+
+
+@wires
+def test_sync_stream_abandoned_early_closes_connection(wire: Wire, rec: Recorder) -> None:
+    with FaultServer(plays.answer(wire, SLOW, delay_s=0.05)) as srv:
+        with llm_nb.stream(f"{wire.name}:m@127.0.0.1:{srv.port}", "hi") as s:
+            for _ in s:
+                break
+        t0 = time.monotonic()
+        assert srv.wait_disconnects(1, 2) and srv.disconnects[0] - t0 < 1.0
+        assert s.response.status == "cancelled" and s.response.text == SLOW[0]
+        assert only_row(rec)["status"] == "cancelled"
+        assert srv.wait_idle(2) and client_sockets(srv.port) == []
+
+
+def test_sync_stream_closed_from_another_thread(rec: Recorder) -> None:
+    with FaultServer(plays.answer(LLAMACPP, SLOW, delay_s=0.05)) as srv:
+        s = llm_nb.stream(f"llamacpp:m@127.0.0.1:{srv.port}", "hi")
+        first = threading.Event()
+        errors: list[BaseException] = []
+
+        def consume() -> None:
+            try:
+                for _ in s:
+                    first.set()
+            except BaseException as exc:  # the consumer sees whatever close() causes
+                errors.append(exc)
+
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+        try:
+            assert first.wait(5)
+            t0 = time.monotonic()
+            s.close()
+            assert srv.wait_disconnects(1, 2) and srv.disconnects[0] - t0 < 1.0
+            consumer.join(5)
+            assert not consumer.is_alive()
+            assert s.response.status == "cancelled"
+            assert only_row(rec)["status"] == "cancelled"
+        finally:
+            srv.stop()  # whatever happened, the consumer ends when the server goes
+            consumer.join(5)
+
+
+# -- connection reuse -----------------------------------------------------------------------
+
+
+@wires
+async def test_sequential_chats_reuse_one_connection(wire: Wire, rec: Recorder) -> None:
+    """Non-streamed calls read their whole body, so the keep-alive pool reuses the socket."""
+    with FaultServer(plays.answer(wire)) as srv:
+        p = wire.provider(srv.url, retry=FAST)
+        for _ in range(3):
+            assert (await p.chat("m", "hi")).text == FULL
+        await p.aclose()
+    assert srv.connections_total == 1
+
+
+@wires
+async def test_sequential_streams_reuse_one_connection(wire: Wire, rec: Recorder) -> None:
+    with FaultServer(plays.answer(wire)) as srv:
+        p = wire.provider(srv.url, retry=FAST)
+        for _ in range(3):
+            assert (await p.stream("m", "hi").collect()).text == FULL
+        await p.aclose()
+    assert srv.connections_total == 1
+
+
+# -- the fault server itself ---------------------------------------------------------------
+
+
+def test_fault_server_counts_connections_and_requests() -> None:
+    """The instrument behind every check above: it sees requests, holds and releases
+    connections, and notices a client that leaves mid-answer."""
+    seen: list[Request] = []
+
+    async def play(req: Request, conn: Conn) -> None:
+        seen.append(req)
+        await conn.head(200, {"content-type": "text/plain"})
+        await conn.send(b"x")
+        await conn.hold(5)
+
+    with FaultServer(play) as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        sock.sendall(b"POST /p HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        assert sock.recv(1000).startswith(b"HTTP/1.1 200 OK")
+        assert srv.wait_requests(1) and srv.open_connections == 1
+        assert client_sockets(srv.port) != []
+        t0 = time.monotonic()
+        sock.close()
+        assert srv.wait_disconnects(1, 2) and srv.disconnects[0] - t0 < 1.0
+        assert srv.wait_idle(2) and client_sockets(srv.port) == []
+    assert seen[0].path == "/p" and seen[0].json() == {}
+
+
+@pytest.mark.parametrize("wire", [OPENAI, OLLAMA], ids=lambda w: w.name)
+async def test_fault_server_plays_the_wire_the_provider_reads(wire: Wire, rec: Recorder) -> None:
+    with FaultServer(plays.answer(wire)) as srv:
+        p = wire.provider(srv.url, retry=FAST)
+        r = await p.stream("m", "hello there").collect()
+        assert r.text == FULL and r.finish_reason == "stop"
+        assert r.usage.completion_tokens == len(plays.TOKENS)
+        (req,) = srv.requests
+        assert req.path == wire.path and req.prompt() == "hello there"
+        await p.aclose()
