@@ -266,6 +266,23 @@ def test_server_not_running_says_how_to_start(
     assert "start one with" in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ("-n -5", "max_tokens must be a positive whole number"),
+        ("-t 7", "temperature must be between 0 and 2"),
+    ],
+)
+def test_bad_values_are_one_line_before_anything_is_sent(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str], options: str, says: str
+) -> None:
+    # The port has no server: a value error must come first, without a request.
+    result = run(shell, f"%%llm llamacpp:x@127.0.0.1:{free_port()} {options}\nHi")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert result.error_in_exec is not None
+    assert len(lines) == 1 and says in lines[0], lines
+
+
 def test_empty_cell_and_chat_with_two_models_are_usage_errors(shell: InteractiveShell) -> None:
     with pytest.raises(UsageError, match="no prompt"):
         shell.run_cell_magic("llm", "", "  \n")
