@@ -33,6 +33,10 @@ _LAZY = {
     "history": "._stats",
     "summary": "._stats",
     "stats": "._stats",
+    "EvalResult": "._eval",
+    "aevaluate": "._eval",
+    "evaluate": "._eval",
+    "scorers": "._eval",
     "ChatStream": "._stream",
     "Secret": "._config",
     "ChatOptions": "._types",
@@ -87,6 +91,7 @@ __all__ = [
     "ConflictError",
     "ContextLengthError",
     "Embeddings",
+    "EvalResult",
     "Health",
     "InvalidOptionError",
     "LLMError",
@@ -115,10 +120,12 @@ __all__ = [
     "Usage",
     "achat",
     "adiscover",
+    "aevaluate",
     "amodels",
     "astream",
     "chat",
     "discover",
+    "evaluate",
     "export",
     "history",
     "load_ipython_extension",
@@ -126,6 +133,7 @@ __all__ = [
     "provider",
     "registry",
     "run",
+    "scorers",
     "set_price",
     "stats",
     "stream",
@@ -184,6 +192,7 @@ if TYPE_CHECKING:
         ServiceUnavailableError,
         UnsupportedError,
     )
+    from ._eval import EvalResult, aevaluate, evaluate, scorers
     from ._registry import registry
     from ._stats import export, history, run, set_price, stats, summary, warmup
     from ._stream import ChatStream

@@ -2,13 +2,16 @@
 
 One provider instance per (provider, host), created on first use and reused so connection
 pools are shared. ``local`` starts llm_nb's bundled llama-server when nothing else is
-configured. Discovery probes the usual local ports concurrently with a short timeout:
-8080 (llama-server), 11434 (Ollama), 1234 (LM Studio), 8000 (vLLM).
+configured; with ``LLM_NB_LOCAL_URL`` set it is the llama-server at that URL instead
+(``python -m llm_nb notebook`` sets it, so its kernels share the server it started).
+Discovery probes the usual local ports concurrently with a short timeout: 8080
+(llama-server), 11434 (Ollama), 1234 (LM Studio), 8000 (vLLM).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +21,9 @@ import httpx
 from ._errors import InvalidOptionError
 from ._modelid import ModelId, parse_model_id
 from .providers.base import Provider
+
+#: A running llama-server for the model id ``local`` to use instead of starting one.
+LOCAL_URL_ENV = "LLM_NB_LOCAL_URL"
 
 #: (port, provider guess) probed by discover(); 8080 is confirmed as llama-server via /props.
 DEFAULT_PORTS: tuple[tuple[int, str], ...] = (
@@ -76,9 +82,10 @@ class Registry:
             found = self._providers.get(key)
             if found is None:
                 cls = provider_class(name)
-                found = cls(host) if host else cls()
+                candidate = cls(host) if host else cls()
+                # One instance per server: the default and an explicit @host may be the same.
+                found = self._providers.setdefault((name, candidate.host), candidate)
                 self._providers[key] = found
-                self._providers.setdefault((name, found.host), found)
             return found
 
     def resolve(self, model_id: str) -> tuple[Provider, str]:
@@ -97,12 +104,12 @@ class Registry:
             from ._embedded import default_server
 
             def factory() -> str:
-                return default_server().url
+                return os.environ.get(LOCAL_URL_ENV) or default_server().url
 
         url = factory()
-        from ._config import host_of
+        from ._config import host_of, normalize_url
 
-        return self.get("llamacpp", host_of(url))
+        return self.get("llamacpp", host_of(normalize_url(url)))
 
     def providers(self) -> list[Provider]:
         with self._lock:

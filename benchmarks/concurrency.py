@@ -1,0 +1,126 @@
+"""Concurrency: N streams at once, llm_nb's total throughput vs a plain asyncio + httpx loop.
+
+Against the firehose (N = 1, 4, 16, 64; a fixed total of chunks split over the N streams) the
+client's CPU is the limit, so this shows what llm_nb's per-chunk work costs at scale. Against
+a real llama-server started with ``-np 4`` (N = 1, 2, 4; ``ignore_eos`` so every stream is
+exactly the asked length) the server is the limit, and the question is whether the client
+takes CPU the server needed (two cores are shared by both).
+"""
+
+from __future__ import annotations
+
+import json
+
+from ._common import Row, Section, Sizes, firehose, median, prime, run_child
+from .llama import ALIAS, llama_server
+
+TARGET = 0.95
+
+
+def _pair(
+    url: str,
+    wire: str,
+    streams: int,
+    chunks: int,
+    reps: int,
+    warmup: int,
+    model: str = "firehose",
+    extra: dict[str, object] | None = None,
+) -> dict[str, list[float] | str]:
+    """Throughput (chunks/s, all streams together) per client, alternating who goes first."""
+    out: dict[str, list[float] | str] = {"httpx": [], "llm_nb": []}
+    for rep in range(reps):
+        order = ("httpx", "llm_nb") if rep % 2 == 0 else ("llm_nb", "httpx")
+        for client in order:
+            runs = out[client]
+            if isinstance(runs, str):
+                continue
+            args = [
+                "-m",
+                "benchmarks.clients",
+                "--client",
+                client,
+                "--wire",
+                wire,
+                "--url",
+                url,
+                "--chunks",
+                str(chunks),
+                "--streams",
+                str(streams),
+                "--warmup-chunks",
+                str(warmup),
+                "--model",
+                model,
+            ]
+            if extra:
+                args += ["--extra", json.dumps(extra)]
+            result = run_child(args, timeout=600)
+            if "error" in result:
+                out[client] = result["error"]
+            elif result["received"] != streams * chunks:
+                out[client] = f"received {result['received']} of {streams * chunks} chunks"
+            else:
+                runs.append(result["received"] / result["wall_s"])
+    return out
+
+
+def _row(label: str, n: int, result: dict[str, list[float] | str], note: str = "") -> Row:
+    mine, base = result["llm_nb"], result["httpx"]
+    ours = median(mine) if isinstance(mine, list) and mine else None
+    theirs = median(base) if isinstance(base, list) and base else None
+    errors = "; ".join(f"{k}: {v}" for k, v in result.items() if isinstance(v, str))
+    return Row(
+        "concurrency",
+        f"total throughput, {label}, N = {n}",
+        ours,
+        theirs,
+        "asyncio.gather of httpx streams",
+        "chunks/s",
+        target=f"≥ {TARGET} (within 5%)",
+        met=None if ours is None or theirs is None else ours >= TARGET * theirs,
+        note="; ".join(filter(None, [note, errors])),
+    )
+
+
+def measure(sizes: Sizes, llama: bool) -> Section:
+    section = Section("concurrency")
+    with firehose() as url:
+        for n in sizes.concurrency:
+            per = max(sizes.concurrency_total_chunks // n, 1)
+            prime(url, "sse", per)
+            result = _pair(url, "sse", n, per, sizes.concurrency_reps, min(per, 200))
+            section.raw[f"firehose/N={n}"] = result
+            section.rows.append(_row("firehose (SSE)", n, result, f"{per:,} chunks per stream"))
+    if not llama:
+        return section
+    try:
+        with llama_server(parallel=4) as url:
+            extra = {"ignore_eos": True, "temperature": 0, "seed": 1}
+            for n in sizes.llama_concurrency:
+                result = _pair(
+                    url, "llamacpp", n, sizes.llama_tokens, sizes.llama_reps, 4, ALIAS, extra
+                )
+                section.raw[f"llama-server/N={n}"] = result
+                section.rows.append(
+                    _row(
+                        "llama-server -np 4, SmolLM2-135M",
+                        n,
+                        result,
+                        f"{sizes.llama_tokens} tokens per stream",
+                    )
+                )
+    except Exception as exc:  # no binary, no model, or it would not start: say so, go on
+        section.rows.append(
+            Row(
+                "concurrency",
+                "total throughput, llama-server -np 4",
+                None,
+                None,
+                "asyncio.gather of httpx streams",
+                "tokens/s",
+                target=f"≥ {TARGET}",
+                note=f"not available: {type(exc).__name__}: {str(exc)[:200]}",
+            )
+        )
+    return section
