@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,6 +26,7 @@ from ._types import (
     ToolCall,
     ToolCallDelta,
 )
+from ._wire._lines import IncrementalDecoder, drain
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -34,8 +35,10 @@ if TYPE_CHECKING:
 class WireDialect(Protocol):
     """What a provider tells the stream engine about its wire."""
 
-    def decode(self, response: httpx.Response) -> AsyncIterator[Any]:
-        """Parsed chunk objects from the response body (SSE data or NDJSON lines)."""
+    def decoder(self) -> IncrementalDecoder[Any]:
+        """A fresh decoder for one response body: bytes in, parsed chunk objects out (SSE
+        data or NDJSON lines), with the wire's end marker as an object of its own. Synchronous,
+        so the engine reads the body with no async generator between it and httpx."""
         ...
 
     def apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta] | None:
@@ -61,6 +64,7 @@ class ChatStream:
         self._gen: AsyncIterator[Delta] | None = None
         self._http: httpx.Response | None = None
         self._tools: dict[int, list[Any]] = {}
+        self._ended = False
         self._finished = False
 
     # -- iteration ------------------------------------------------------------------------
@@ -106,25 +110,30 @@ class ChatStream:
     async def _run(self) -> AsyncIterator[Delta]:
         record = self.response
         trace = record.trace
+        # Observers first, so their work (the recorder's bookkeeping) is not counted as the
+        # server's time to first token.
+        _observers.started(record)
         trace.started_at = datetime.now(UTC)
         trace.t_send_ns = time.perf_counter_ns()
-        _observers.started(record)
         status = "error"
         error: BaseException | None = None
         try:
             self._http = await self._send(record)
             trace.t_headers_ns = time.perf_counter_ns()
-            terminated = False
-            async for obj in self._dialect.decode(self._http):
-                deltas = self._dialect.apply_chunk(obj, record)
-                if deltas is None:
-                    terminated = True
-                    break
-                if not deltas:
-                    continue
-                for delta in self._absorb(deltas, time.perf_counter_ns()):
+            decoder = self._dialect.decoder()
+            take = self._take
+            body = self._http.aiter_bytes()
+            async for chunk in body:
+                for delta in take(decoder.feed(chunk)):
                     yield delta
-            if not terminated:
+                if self._ended:
+                    # The rest (the chunked terminator) is read so the connection is reused.
+                    await drain(body)
+                    break
+            else:
+                for delta in take(decoder.flush()):
+                    yield delta
+            if not self._ended:
                 # No [DONE] / done:true: the server closed the body early. Whatever came
                 # is kept, but the call did not complete.
                 raise ProtocolError(
@@ -173,21 +182,33 @@ class ChatStream:
                 await self._http.aclose()
             self._finish(status, error)
 
+    def _take(self, objs: Iterable[Any]) -> Iterator[Delta]:
+        """Apply the chunk objects of one read to the record, each only when the caller asks
+        for more, so a caller that stops early finds in the record just what it was given."""
+        for obj in objs:
+            deltas = self._dialect.apply_chunk(obj, self.response)
+            if deltas is None:
+                self._ended = True
+                return
+            if deltas:
+                yield from self._absorb(deltas, time.perf_counter_ns())
+
     def _absorb(self, deltas: list[Delta], now: int) -> list[Delta]:
         """Add deltas to the record and time them; returns them with tool-call indexes set."""
-        trace = self.response.trace
+        record = self.response
+        trace = record.trace
         counted = False
         for i, delta in enumerate(deltas):
             if isinstance(delta, TextDelta):
                 if not delta.text:
                     continue
-                self.response.text += delta.text
+                record.add_text(delta.text)
                 if trace.t_first_answer_ns is None:
                     trace.t_first_answer_ns = now
             elif isinstance(delta, ReasoningDelta):
                 if not delta.text:
                     continue
-                self.response.reasoning += delta.text
+                record.add_reasoning(delta.text)
             else:
                 if delta.index < 0:
                     # A wire that sends whole calls (Ollama) leaves numbering to us.

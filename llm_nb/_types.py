@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -257,13 +258,43 @@ class CallTrace:
         return self.token_times_ns[-1] if self.token_times_ns else None
 
 
-@dataclass(slots=True)
-class ChatResponse:
-    """The final record of a call: the whole answer and everything measured about it.
+class _GrowingText:
+    """Text built from many small pieces, joined when read and cached until the next piece.
 
-    A stream's record exists from the start and fills as chunks arrive, so a failed or
-    cancelled call still has its partial ``text`` and a ``status`` saying why it ended.
+    ``record.text += piece`` copies the whole answer at every chunk (CPython extends a string
+    in place only when nothing else references it, and the record does), which is quadratic:
+    seconds of copying for a long answer. Appends here are a list append; a read joins the
+    pieces into the cached head once. The stream engine appends on its loop thread while a
+    display may read from another: appends are atomic list operations, and readers take a
+    lock so two of them never fold the same pieces in twice.
     """
+
+    __slots__ = ("_head", "_parts")
+    _fold_lock = threading.Lock()
+
+    def __init__(self, text: str = "") -> None:
+        self._head = text
+        self._parts: list[str] = []
+
+    def append(self, piece: str) -> None:
+        self._parts.append(piece)
+
+    def __str__(self) -> str:
+        parts = self._parts
+        if not parts:
+            return self._head
+        with self._fold_lock:
+            # Only the pieces present now are folded; one appended meanwhile stays queued.
+            n = len(parts)
+            if n:
+                self._head += "".join(parts[:n])
+                del parts[:n]
+            return self._head
+
+
+@dataclass(slots=True)
+class _ChatResponseFields:
+    """The fields of :class:`ChatResponse` (its constructor, repr and equality)."""
 
     provider: str
     host: str
@@ -284,6 +315,42 @@ class ChatResponse:
     run_id: str | None = None
     warmup: bool = False
     raw: dict[str, Any] | None = field(default=None, repr=False)
+
+
+class ChatResponse(_ChatResponseFields):
+    """The final record of a call: the whole answer and everything measured about it.
+
+    A stream's record exists from the start and fills as chunks arrive, so a failed or
+    cancelled call still has its partial ``text`` and a ``status`` saying why it ended.
+    ``text`` and ``reasoning`` grow through :meth:`add_text` / :meth:`add_reasoning` in
+    linear time; reading them is always the whole text so far.
+    """
+
+    # The properties below shadow the dataclass slots of the same names: the constructor's
+    # ``self.text = ...`` goes through the setter, so the growing buffers always exist.
+    __slots__ = ("_reasoning_buf", "_text_buf")
+
+    @property
+    def text(self) -> str:
+        return str(self._text_buf)
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._text_buf = _GrowingText(value)
+
+    @property
+    def reasoning(self) -> str:
+        return str(self._reasoning_buf)
+
+    @reasoning.setter
+    def reasoning(self, value: str) -> None:
+        self._reasoning_buf = _GrowingText(value)
+
+    def add_text(self, piece: str) -> None:
+        self._text_buf.append(piece)
+
+    def add_reasoning(self, piece: str) -> None:
+        self._reasoning_buf.append(piece)
 
     def __str__(self) -> str:
         return self.text

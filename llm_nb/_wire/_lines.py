@@ -32,6 +32,11 @@ class LineSplitter:
         self._size = 0
         self._max = max_line_bytes
 
+    @property
+    def idle(self) -> bool:
+        """No unfinished line is held: the next chunk starts a fresh line."""
+        return not self._parts
+
     def feed(self, chunk: bytes) -> list[bytes]:
         held_cr = bool(self._parts) and self._parts[-1].endswith(b"\r")
         if not held_cr and b"\n" not in chunk and b"\r" not in chunk:

@@ -36,6 +36,23 @@ class SSEDecoder:
             self._line(line, out)
         return out
 
+    def feed_data(self, chunk: bytes) -> list[str]:
+        """The data of each event ``chunk`` completes, for streams that only use data (the
+        OpenAI wire: one JSON object per event); event names and ids are not reported."""
+        if (
+            not self._data
+            and self._lines.idle
+            and chunk.startswith(b"data: ")
+            and chunk.find(b"\n") == len(chunk) - 2
+            and chunk.endswith(b"\n\n")
+            and b"\r" not in chunk
+        ):
+            # The hot path: servers send each event as one chunk, "data: {...}" and a blank
+            # line, so there is nothing to split, buffer or join.
+            self._event = None
+            return [decode_utf8(chunk[6:-2])]
+        return [event.data for event in self.feed(chunk)]
+
     def flush(self) -> list[SSEEvent]:
         out: list[SSEEvent] = []
         for line in self._lines.flush():

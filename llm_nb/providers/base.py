@@ -38,6 +38,7 @@ from .._types import (
     build_messages,
 )
 from .._wire import http as wire
+from .._wire._lines import IncrementalDecoder
 from .._wire.ndjson import parse_json
 
 Prompt = str | Message | Mapping[str, Any] | Sequence[Message | Mapping[str, Any] | str]
@@ -242,8 +243,8 @@ class Provider:
     ) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
-        """Chunk objects from a streaming body, then END when the wire's end marker came."""
+    def _chunk_decoder(self) -> FrameDecoder:
+        """A decoder of one streaming body: chunk objects, then END at the wire's end marker."""
         raise NotImplementedError
 
     def _apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta]:
@@ -317,12 +318,8 @@ class _StreamDialect:
     def __init__(self, provider: Provider) -> None:
         self._p = provider
 
-    async def decode(self, response: httpx.Response) -> AsyncIterator[Any]:
-        try:
-            async for obj in self._p._decode_stream(response):
-                yield obj
-        except LLMError as exc:
-            raise self._p._redact(exc) from None  # the cause would quote the raw frame again
+    def decoder(self) -> IncrementalDecoder[Any]:
+        return self._p._chunk_decoder()
 
     def apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta] | None:
         if obj is END:
@@ -338,12 +335,55 @@ class _WholeBodyDialect:
     def __init__(self, provider: Provider) -> None:
         self._p = provider
 
-    async def decode(self, response: httpx.Response) -> AsyncIterator[Any]:
-        body = await response.aread()
-        yield self._p._parse(body, f"{self._p.label} chat response")
-        yield END
+    def decoder(self) -> IncrementalDecoder[Any]:
+        return _WholeBody(self._p)
 
     def apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta] | None:
         if obj is END:
             return None
         return self._p._apply_whole(obj, record)
+
+
+class _WholeBody:
+    """Collects a body and parses it once it is complete."""
+
+    __slots__ = ("_p", "_parts")
+
+    def __init__(self, provider: Provider) -> None:
+        self._p = provider
+        self._parts: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        self._parts.append(chunk)
+        return []
+
+    def flush(self) -> list[Any]:
+        body = b"".join(self._parts)
+        return [self._p._parse(body, f"{self._p.label} chat response"), END]
+
+
+class FrameDecoder:
+    """Base of a provider's stream decoder: body bytes to chunk objects, with :data:`END`
+    where the wire's end marker is. Subclasses turn the frames of one read into objects in
+    ``_objects``; an error doing so is redacted here, since its message quotes what the
+    server sent, which may echo our key in a form no pattern recognises."""
+
+    __slots__ = ("_p",)
+
+    def __init__(self, provider: Provider) -> None:
+        self._p = provider
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        try:
+            return self._objects(chunk, final=False)
+        except LLMError as exc:
+            raise self._p._redact(exc) from None  # the cause would quote the raw frame again
+
+    def flush(self) -> list[Any]:
+        try:
+            return self._objects(b"", final=True)
+        except LLMError as exc:
+            raise self._p._redact(exc) from None
+
+    def _objects(self, chunk: bytes, *, final: bool) -> list[Any]:
+        raise NotImplementedError

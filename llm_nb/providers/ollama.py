@@ -12,8 +12,6 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
-import httpx
-
 from .._config import normalize_url
 from .._errors import InvalidOptionError, LLMError, ModelNotFoundError, NotFoundError
 from .._types import (
@@ -32,9 +30,9 @@ from .._types import (
     Usage,
 )
 from .._wire import http as wire
-from .._wire._lines import decoded, drain
+from .._wire._lines import decoded
 from .._wire.ndjson import NDJSONDecoder
-from .base import END, Provider
+from .base import END, FrameDecoder, Provider
 
 #: Chat keys that belong at the top level of an Ollama request; other extras go in options.
 TOP_LEVEL_KEYS = frozenset({"keep_alive", "think", "format", "options", "template", "raw"})
@@ -124,14 +122,8 @@ class OllamaProvider(Provider):
             body["options"] = opts
         return body
 
-    async def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
-        lines = decoded(response, NDJSONDecoder())
-        async for obj in lines:
-            yield obj
-            if isinstance(obj, dict) and obj.get("done"):
-                await drain(lines)
-                yield END
-                return
+    def _chunk_decoder(self) -> FrameDecoder:
+        return _NDJSONChunks(self)
 
     def _apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta]:
         if not isinstance(obj, dict):
@@ -313,6 +305,23 @@ class OllamaProvider(Provider):
             [list(map(float, v)) for v in obj.get("embeddings") or ()],
             obj.get("prompt_eval_count"),
         )
+
+
+class _NDJSONChunks(FrameDecoder):
+    """NDJSON lines to objects; the line with ``done: true`` is followed by the end."""
+
+    __slots__ = ("_lines",)
+
+    def __init__(self, provider: Provider) -> None:
+        super().__init__(provider)
+        self._lines = NDJSONDecoder()
+
+    def _objects(self, chunk: bytes, *, final: bool) -> list[Any]:
+        objs = self._lines.flush() if final else self._lines.feed(chunk)
+        for i, obj in enumerate(objs):
+            if isinstance(obj, dict) and obj.get("done"):
+                return [*objs[: i + 1], END]
+        return objs
 
 
 def _wire_message(m: Message) -> dict[str, Any]:

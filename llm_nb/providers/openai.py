@@ -10,10 +10,8 @@ vLLM); an ``{"error": ...}`` event inside a stream.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
-
-import httpx
 
 from .._config import normalize_url
 from .._errors import ConfigError, InvalidOptionError
@@ -32,10 +30,9 @@ from .._types import (
     Usage,
 )
 from .._wire import http as wire
-from .._wire._lines import decoded, drain
-from .._wire.ndjson import parse_json
+from .._wire.ndjson import loads_frame
 from .._wire.sse import SSEDecoder
-from .base import END, Provider
+from .base import END, FrameDecoder, Provider
 
 OPENAI_URL = "https://api.openai.com/v1"
 
@@ -124,14 +121,8 @@ class OpenAIProvider(Provider):
 
     # -- response ---------------------------------------------------------------------------
 
-    async def _decode_stream(self, response: httpx.Response) -> AsyncIterator[Any]:
-        events = decoded(response, SSEDecoder())
-        async for event in events:
-            if event.data == "[DONE]":
-                await drain(events)
-                yield END
-                return
-            yield parse_json(event.data, f"{self.label} stream event")
+    def _chunk_decoder(self) -> FrameDecoder:
+        return _SSEChunks(self)
 
     def _apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta]:
         if not isinstance(obj, dict):
@@ -154,19 +145,10 @@ class OpenAIProvider(Provider):
             content = delta.get("content")
             if content:
                 deltas.append(TextDelta(content))
-            refusal = delta.get("refusal")
-            if refusal:
-                deltas.append(TextDelta(refusal))
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                deltas.append(ReasoningDelta(reasoning))
-            for tc in delta.get("tool_calls") or ():
-                fn = tc.get("function") or {}
-                deltas.append(
-                    ToolCallDelta(
-                        tc.get("index", 0), tc.get("id"), fn.get("name"), fn.get("arguments") or ""
-                    )
-                )
+            # Nearly every chunk is {"content": "..."} alone; the other fields are looked for
+            # only when something else is there.
+            if len(delta) > 1 or not content:
+                _other_deltas(delta, deltas)
             if choice.get("finish_reason"):
                 record.finish_reason = choice["finish_reason"]
         return deltas
@@ -247,6 +229,38 @@ class OpenAIProvider(Provider):
             obj.get("model") or model,
             [list(map(float, d["embedding"])) for d in data],
             usage.get("prompt_tokens"),
+        )
+
+
+class _SSEChunks(FrameDecoder):
+    """SSE events to JSON objects; ``data: [DONE]`` is the end."""
+
+    __slots__ = ("_sse", "_what")
+
+    def __init__(self, provider: Provider) -> None:
+        super().__init__(provider)
+        self._sse = SSEDecoder()
+        self._what = f"{provider.label} stream event"
+
+    def _objects(self, chunk: bytes, *, final: bool) -> list[Any]:
+        datas = [e.data for e in self._sse.flush()] if final else self._sse.feed_data(chunk)
+        return [END if data == "[DONE]" else loads_frame(data, self._what) for data in datas]
+
+
+def _other_deltas(delta: dict[str, Any], deltas: list[Delta]) -> None:
+    """Refusal, reasoning and tool-call fragments of a chunk's delta, added to ``deltas``."""
+    refusal = delta.get("refusal")
+    if refusal:
+        deltas.append(TextDelta(refusal))
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+    if reasoning:
+        deltas.append(ReasoningDelta(reasoning))
+    for tc in delta.get("tool_calls") or ():
+        fn = tc.get("function") or {}
+        deltas.append(
+            ToolCallDelta(
+                tc.get("index", 0), tc.get("id"), fn.get("name"), fn.get("arguments") or ""
+            )
         )
 
 
