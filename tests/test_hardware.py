@@ -278,7 +278,7 @@ def test_fake_nvml_host_facts() -> None:
 
 def test_acquire_release_reference_counting() -> None:
     before = sampler_threads()
-    s = HardwareSampler()
+    s = HardwareSampler(linger_s=0)  # stops at the last release (lingering: the next test)
     s.acquire()
     s.acquire()
     started = sampler_threads() - before
@@ -302,6 +302,33 @@ def test_acquire_release_reference_counting() -> None:
     try:
         time.sleep(0.5)
         assert s.running and len(s.samples()) > n + 1
+    finally:
+        s.release()
+
+
+def test_thread_lingers_after_the_last_release_and_is_reused() -> None:
+    before = sampler_threads()
+    s = HardwareSampler(linger_s=1.0)
+    s.acquire()
+    s.release()
+    (thread,) = sampler_threads() - before
+    time.sleep(0.5)
+    # Idle but within the linger: a new call reuses the running thread, starts none.
+    assert thread.is_alive() and s.running and s.active == 0
+    s.acquire()
+    assert sampler_threads() - before == {thread} and s.active == 1
+    time.sleep(1.5)  # held: no linger clock runs while a call holds it
+    assert thread.is_alive()
+    n = len(s.samples())
+    s.release()
+    thread.join(timeout=1.0 + 2 * s.interval_s)
+    # Stopped within a tick of the linger's end, after sampling through it.
+    assert not thread.is_alive() and not s.running
+    assert len(s.samples()) >= n + 2
+    s.acquire()  # a fresh thread after it has stopped
+    try:
+        (fresh,) = sampler_threads() - before - {thread}
+        assert fresh.is_alive()
     finally:
         s.release()
 

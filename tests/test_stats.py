@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -298,6 +299,57 @@ print(type(llm_nb.stats()).__name__)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "DataFrame"
     assert (tmp_path / "calls.sqlite").exists()
+
+
+def test_store_appends_do_not_wait_for_the_database(tmp_path: Path) -> None:
+    """Appends are queued for the writer thread: a database another process holds locked
+    costs the caller nothing, and the rows land once it is free, in order."""
+    import sqlite3
+
+    path = tmp_path / "calls.sqlite"
+    store = Store(path)
+    store.append(call_row(record(call_id="c0")), "zero", "")
+    assert store.flush()
+    blocker = sqlite3.connect(path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        t0 = time.perf_counter()
+        for i in range(1, 51):
+            store.append(call_row(record(call_id=f"c{i}")), f"text {i}", "")
+        assert time.perf_counter() - t0 < 0.5  # a synchronous write would wait for the lock
+        assert not store.flush(timeout=0.2)  # the writer is still waiting for the lock
+    finally:
+        blocker.rollback()
+        blocker.close()
+    names, rows = store.read()  # read waits for the queue
+    store.close()
+    got = [dict(zip(names, r, strict=True)) for r in rows]
+    assert [g["call_id"] for g in got] == [f"c{i}" for i in range(51)]
+    assert got[7]["text"] == "text 7" and got[0]["text"] == "zero"
+
+
+def test_store_rows_queued_at_exit_are_written(tmp_path: Path) -> None:
+    """A process that exits right after its last call (no close) still stores every row."""
+    code = """
+import sys
+from llm_nb._stats._store import Store
+from llm_nb._stats._row import call_row
+sys.path.insert(0, sys.argv[2])
+from test_stats import record
+store = Store(__import__("pathlib").Path(sys.argv[1]))
+for i in range(200):
+    store.append(call_row(record(call_id=f"x{i}")), "t" * 1000, "")
+"""
+    path = tmp_path / "calls.sqlite"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    names, rows = Store(path).read()
+    assert len(rows) == 200 and rows[-1][names.index("call_id")] == "x199"
 
 
 async def test_ollama_durations_map_to_srv_columns(rec: Recorder) -> None:

@@ -1,8 +1,10 @@
 """Hardware samples taken during calls, and the facts of the host they ran on.
 
 A :class:`HardwareSampler` runs a daemon thread only while calls are being measured
-(``acquire``/``release`` are reference-counted, so an idle kernel costs nothing). About three
-times a second it records
+(``acquire``/``release`` are reference-counted) and for a few seconds after the last one, so
+calls made one after another reuse one thread instead of starting one inside each call's
+time to first token; an idle kernel still costs nothing. About three times a second it
+records
 
 * CPU and resident memory of this process plus any extra processes (the llama-server llm_nb
   started), through psutil;
@@ -46,6 +48,9 @@ WINDOW_KEYS = ("cpu_pct", "rss_mb", "gpu_util_pct", "gpu_mem_mb", "gpu_power_w",
 
 #: History kept, in seconds: long enough for any one call, bounded for a kernel left running.
 _HISTORY_S = 600.0
+
+#: How long the thread outlives the last release, waiting for the next call.
+_LINGER_S = 5.0
 
 #: Delay between starting the thread and its first sample: long enough for a CPU reading
 #: (psutil's resolution is one 10 ms clock tick), short enough to land inside most calls.
@@ -140,11 +145,13 @@ class _Run:
     """One life of the sampling thread, so a stopping thread never shares state with its
     successor (psutil's CPU readings are relative to the previous read of the same object)."""
 
-    __slots__ = ("stop", "thread")
+    __slots__ = ("idle_since", "stop", "thread")
 
     def __init__(self) -> None:
         self.stop = threading.Event()
         self.thread: threading.Thread | None = None
+        #: perf_counter() of the last release that left no holder; None while held.
+        self.idle_since: float | None = None
 
 
 class HardwareSampler:
@@ -152,7 +159,8 @@ class HardwareSampler:
 
     ``pids``, if given, is called every tick for extra process ids to sample besides this one;
     :meth:`add_pid` does the same for a fixed process. ``nvml`` replaces the ``pynvml`` module
-    (tests pass a stand-in with the same function names).
+    (tests pass a stand-in with the same function names). The thread stops ``linger_s``
+    seconds (within a tick) after the last release, unless a call acquires it again.
     """
 
     def __init__(
@@ -161,8 +169,10 @@ class HardwareSampler:
         *,
         pids: Callable[[], Iterable[int]] | None = None,
         nvml: Any | None = None,
+        linger_s: float = _LINGER_S,
     ) -> None:
         self.interval_s = float(interval_s)
+        self.linger_s = float(linger_s)
         self.pids = pids
         self._nvml = nvml
         self._gpus: _Gpus | None = None
@@ -183,16 +193,19 @@ class HardwareSampler:
 
     @property
     def running(self) -> bool:
-        """Whether the sampling thread is alive (it may outlive the last release by a tick)."""
+        """Whether the sampling thread is alive (it outlives the last release by ``linger_s``)."""
         run = self._run
         return run is not None and run.thread is not None and run.thread.is_alive()
 
     def acquire(self) -> None:
-        """Mark a call as being measured; the first holder starts the sampling thread."""
+        """Mark a call as being measured; starts the sampling thread unless it is running."""
         with self._lock:
             self._active += 1
-            if self._active > 1:
+            run = self._run
+            if run is not None and run.thread is not None and run.thread.is_alive():
+                run.idle_since = None  # lingering: keep it
                 return
+            # None, or a thread lost to a fork: start one.
             run = _Run()
             run.thread = threading.Thread(
                 target=self._loop, args=(run,), name="llm_nb-hw-sampler", daemon=True
@@ -201,16 +214,35 @@ class HardwareSampler:
         run.thread.start()
 
     def release(self) -> None:
-        """Undo one :meth:`acquire`; the last release stops the thread (within one tick)."""
+        """Undo one :meth:`acquire`; after the last, the thread stops ``linger_s`` later."""
         with self._lock:
             if self._active == 0:
                 log.debug("HardwareSampler.release() without acquire()")
                 return
             self._active -= 1
-            if self._active or self._run is None:
+            run = self._run
+            if self._active or run is None:
                 return
-            run, self._run = self._run, None
+            if self.linger_s > 0:
+                run.idle_since = time.perf_counter()
+                return
+            self._run = None
         run.stop.set()
+
+    def _retire(self, run: _Run) -> bool:
+        """Whether ``run`` has lingered idle long enough; if so it is no longer the current
+        run, so the next acquire starts a fresh thread rather than reuse a stopping one."""
+        with self._lock:
+            idle = run.idle_since
+            if self._run is not run or (
+                self._active == 0
+                and idle is not None
+                and time.perf_counter() - idle >= self.linger_s
+            ):
+                if self._run is run:
+                    self._run = None
+                return True
+            return False
 
     # -- processes --------------------------------------------------------------------------
 
@@ -272,6 +304,8 @@ class HardwareSampler:
                 failures += 1
                 if failures == 1:  # once per run: at 3 Hz a lasting fault would flood the log
                     log.debug("hardware sample failed: %r", exc)
+            if run.idle_since is not None and self._retire(run):
+                return
             now = time.perf_counter()
             next_t += self.interval_s
             if next_t < now:  # the process was suspended: resume the cadence, don't catch up
