@@ -7,6 +7,9 @@ import hashlib
 import io
 import json
 import os
+import platform
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -124,8 +127,17 @@ def test_cache_path_includes_build_and_cpu_hash(isolated_cache: Path) -> None:
     assert fp == cpu_fingerprint()  # stable
     path = cached_llama_server_path()
     assert path.parent.parent == isolated_cache
-    assert path.parent.name == f"llama-server-b11434-{fp}"
+    assert path.parent.name.startswith(f"llama-server-b11434-{fp}-")
     assert path.name == "llama-server"
+
+
+def test_cache_path_changes_with_the_build_options(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A binary built with other options (say, before the AMX opt-out) is not reused."""
+    before = cached_llama_server_path()
+    monkeypatch.setattr(build, "CMAKE_OPTIONS", (*build.CMAKE_OPTIONS, "-DGGML_OPENMP=OFF"))
+    assert cached_llama_server_path() != before
 
 
 def test_find_llama_server_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -334,6 +346,23 @@ def test_binary_runs(llama_server_bin: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "version" in (out.stdout + out.stderr)
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="AMX exists on x86-64 only"
+)
+def test_binary_has_no_amx_instructions(llama_server_bin: Path) -> None:
+    """AMX kernels die with SIGILL where a VM lists AMX but does not enable it (see
+    build.cmake_options), so the build leaves them out."""
+    objdump = shutil.which("objdump")
+    assert objdump, "objdump is missing: apt-get install binutils"
+    listing = subprocess.run(
+        [objdump, "-d", "--no-show-raw-insn", str(llama_server_bin)],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout  # fmt: skip
+    assert "<main>:" in listing  # objdump could read the binary
+    amx = re.findall(r"\t(tilezero|tileloadd|tdpbssd|tdpbf16ps|ldtilecfg)\b", listing)
+    assert amx == [], f"{len(amx)} AMX instructions, e.g. {amx[:3]}"
 
 
 def test_health_ok(llama_server: LlamaServer) -> None:

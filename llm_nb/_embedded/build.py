@@ -84,6 +84,22 @@ CMAKE_OPTIONS = (
     "-DGGML_NATIVE=ON",
 )
 
+#: With GGML_NATIVE=ON on x86-64, ggml compiles its AMX matrix kernels whenever the CPU lists
+#: AMX. Virtual machines (Firecracker, some clouds) list AMX in CPUID yet do not enable its
+#: register state, and the first matrix multiply dies with SIGILL (seen: ``tilezero`` in
+#: ``tinygemm_kernel_amx``). AVX-512 is as fast for the small models this server runs, so
+#: the AMX kernels are left out; the flags win over -march=native in either order.
+_X86_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+
+def cmake_options() -> tuple[str, ...]:
+    """``CMAKE_OPTIONS`` plus what this machine needs (the AMX opt-out on x86-64)."""
+    options = CMAKE_OPTIONS
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        options += (f"-DCMAKE_C_FLAGS={_X86_NO_AMX}", f"-DCMAKE_CXX_FLAGS={_X86_NO_AMX}")
+    return options
+
+
 _INSTALL_HINT = (
     "install them with `apt-get install cmake ninja-build g++` or `pip install cmake ninja`"
 )
@@ -136,7 +152,10 @@ def cpu_fingerprint() -> str:
 
 
 def _install_dir() -> Path:
-    return cache_dir() / f"llama-server-{LLAMA_CPP_BUILD}-{cpu_fingerprint()}"
+    # Keyed by the build options too, so a change to them rebuilds rather than reusing a
+    # binary built without it (such as one that dies with SIGILL).
+    options = hashlib.sha256("\n".join(cmake_options()).encode()).hexdigest()[:6]
+    return cache_dir() / f"llama-server-{LLAMA_CPP_BUILD}-{cpu_fingerprint()}-{options}"
 
 
 def cached_llama_server_path() -> Path:
@@ -379,7 +398,7 @@ def _build(target: Path, report: Progress) -> None:
         build_dir = work / "build"
         report("llama-server: configuring (cmake)")
         _run_logged(
-            [cmake, "-S", str(src), "-B", str(build_dir), *generator, *CMAKE_OPTIONS],
+            [cmake, "-S", str(src), "-B", str(build_dir), *generator, *cmake_options()],
             log,
             "configure",
         )
@@ -418,7 +437,7 @@ def _build(target: Path, report: Progress) -> None:
             "build": LLAMA_CPP_BUILD,
             "cpu_fingerprint": cpu_fingerprint(),
             "machine": platform.machine(),
-            "cmake_options": list(CMAKE_OPTIONS),
+            "cmake_options": list(cmake_options()),
             "build_seconds": round(time.monotonic() - started, 1),
         }
         (target.parent / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
