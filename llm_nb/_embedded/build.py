@@ -94,7 +94,7 @@ _X86_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 def cmake_options() -> tuple[str, ...]:
     """``CMAKE_OPTIONS`` plus what this machine needs (the AMX opt-out on x86-64)."""
-    options = CMAKE_OPTIONS
+    options: tuple[str, ...] = CMAKE_OPTIONS
     if platform.machine().lower() in ("x86_64", "amd64"):
         options += (f"-DCMAKE_C_FLAGS={_X86_NO_AMX}", f"-DCMAKE_CXX_FLAGS={_X86_NO_AMX}")
     return options
