@@ -46,8 +46,21 @@ class WireDialect(Protocol):
         its deltas; None means the stream is over (``[DONE]``, ``done: true``)."""
         ...
 
+    def redact(self, exc: LLMError) -> LLMError:
+        """``exc`` with anything secret taken out of its message: errors raised while reading
+        the body quote what the server sent, which may echo the key back."""
+        ...
+
 
 SendFn = Callable[[ChatResponse], Awaitable[httpx.Response]]
+
+
+def _body_chunks(http: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive. Without a content encoding there is nothing to decode,
+    and the raw iterator saves a generator level and two calls per chunk; a body already read
+    (a response built in memory) is only available decoded."""
+    identity = http.headers.get("content-encoding", "identity") == "identity"
+    return http.aiter_raw() if identity and not http.is_stream_consumed else http.aiter_bytes()
 
 
 class ChatStream:
@@ -122,7 +135,7 @@ class ChatStream:
             trace.t_headers_ns = time.perf_counter_ns()
             decoder = self._dialect.decoder()
             take = self._take
-            body = self._http.aiter_bytes()
+            body = _body_chunks(self._http)
             async for chunk in body:
                 for delta in take(decoder.feed(chunk)):
                     yield delta
@@ -170,10 +183,14 @@ class ChatStream:
         except LLMError as exc:
             if isinstance(exc, APITimeoutError):
                 status = "timeout"
-            if exc.partial is None and record.trace.t_headers_ns is not None:
-                exc.partial = record
             error = exc
-            raise
+            if record.trace.t_headers_ns is None:
+                raise
+            # Raised reading the body: the message and its cause (a JSON error holds the whole
+            # frame) quote what the server sent, which may echo the key back.
+            if exc.partial is None:
+                exc.partial = record
+            raise self._dialect.redact(exc) from None
         except BaseException as exc:
             error = exc
             raise

@@ -269,15 +269,14 @@ class _GrowingText:
     lock so two of them never fold the same pieces in twice.
     """
 
-    __slots__ = ("_head", "_parts")
+    __slots__ = ("_head", "_parts", "append")
     _fold_lock = threading.Lock()
 
     def __init__(self, text: str = "") -> None:
         self._head = text
         self._parts: list[str] = []
-
-    def append(self, piece: str) -> None:
-        self._parts.append(piece)
+        #: Add a piece (the list's own append: no Python frame per chunk).
+        self.append = self._parts.append
 
     def __str__(self) -> str:
         parts = self._parts

@@ -62,11 +62,14 @@ class NDJSONDecoder:
     def feed(self, chunk: bytes) -> list[Any]:
         if self._lines.idle and chunk.find(b"\n") == len(chunk) - 1 and b"\r" not in chunk:
             # The usual chunk is exactly one whole line: no splitting, no buffering.
+            line = chunk[:-1]
+            if not line.strip():  # bytes.strip, as below: ASCII whitespace only
+                return []
             try:
-                text = chunk[:-1].decode()
+                text = line.decode()
             except UnicodeDecodeError:
-                return [parse_json(chunk[:-1], "NDJSON line")]  # raises, naming the bad bytes
-            return [loads_frame(text, "NDJSON line")] if text.strip() else []
+                return [parse_json(line, "NDJSON line")]  # raises, naming the bad bytes
+            return [loads_frame(text, "NDJSON line")]
         # json.loads takes bytes and validates UTF-8 itself, so no decode step is needed.
         return [parse_json(line, "NDJSON line") for line in self._lines.feed(chunk) if line.strip()]
 

@@ -243,8 +243,9 @@ class Provider:
     ) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _chunk_decoder(self) -> FrameDecoder:
-        """A decoder of one streaming body: chunk objects, then END at the wire's end marker."""
+    def _chunk_decoder(self) -> IncrementalDecoder[Any]:
+        """A decoder of one streaming body: chunk objects, then END at the wire's end marker.
+        Its errors quote what the server sent; the stream engine redacts them (``_redact``)."""
         raise NotImplementedError
 
     def _apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta]:
@@ -326,14 +327,14 @@ class _StreamDialect:
             return None
         return self._p._apply_chunk(obj, record)
 
+    def redact(self, exc: LLMError) -> LLMError:
+        return self._p._redact(exc)
 
-class _WholeBodyDialect:
+
+class _WholeBodyDialect(_StreamDialect):
     """A non-streaming answer is one chunk: the whole body, then the end."""
 
-    __slots__ = ("_p",)
-
-    def __init__(self, provider: Provider) -> None:
-        self._p = provider
+    __slots__ = ()
 
     def decoder(self) -> IncrementalDecoder[Any]:
         return _WholeBody(self._p)
@@ -360,30 +361,3 @@ class _WholeBody:
     def flush(self) -> list[Any]:
         body = b"".join(self._parts)
         return [self._p._parse(body, f"{self._p.label} chat response"), END]
-
-
-class FrameDecoder:
-    """Base of a provider's stream decoder: body bytes to chunk objects, with :data:`END`
-    where the wire's end marker is. Subclasses turn the frames of one read into objects in
-    ``_objects``; an error doing so is redacted here, since its message quotes what the
-    server sent, which may echo our key in a form no pattern recognises."""
-
-    __slots__ = ("_p",)
-
-    def __init__(self, provider: Provider) -> None:
-        self._p = provider
-
-    def feed(self, chunk: bytes) -> list[Any]:
-        try:
-            return self._objects(chunk, final=False)
-        except LLMError as exc:
-            raise self._p._redact(exc) from None  # the cause would quote the raw frame again
-
-    def flush(self) -> list[Any]:
-        try:
-            return self._objects(b"", final=True)
-        except LLMError as exc:
-            raise self._p._redact(exc) from None
-
-    def _objects(self, chunk: bytes, *, final: bool) -> list[Any]:
-        raise NotImplementedError

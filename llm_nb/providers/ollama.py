@@ -30,9 +30,9 @@ from .._types import (
     Usage,
 )
 from .._wire import http as wire
-from .._wire._lines import decoded
+from .._wire._lines import IncrementalDecoder, decoded
 from .._wire.ndjson import NDJSONDecoder
-from .base import END, FrameDecoder, Provider
+from .base import END, Provider
 
 #: Chat keys that belong at the top level of an Ollama request; other extras go in options.
 TOP_LEVEL_KEYS = frozenset({"keep_alive", "think", "format", "options", "template", "raw"})
@@ -122,8 +122,8 @@ class OllamaProvider(Provider):
             body["options"] = opts
         return body
 
-    def _chunk_decoder(self) -> FrameDecoder:
-        return _NDJSONChunks(self)
+    def _chunk_decoder(self) -> IncrementalDecoder[Any]:
+        return _NDJSONChunks()
 
     def _apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta]:
         if not isinstance(obj, dict):
@@ -307,21 +307,28 @@ class OllamaProvider(Provider):
         )
 
 
-class _NDJSONChunks(FrameDecoder):
+class _NDJSONChunks:
     """NDJSON lines to objects; the line with ``done: true`` is followed by the end."""
 
     __slots__ = ("_lines",)
 
-    def __init__(self, provider: Provider) -> None:
-        super().__init__(provider)
+    def __init__(self) -> None:
         self._lines = NDJSONDecoder()
 
-    def _objects(self, chunk: bytes, *, final: bool) -> list[Any]:
-        objs = self._lines.flush() if final else self._lines.feed(chunk)
-        for i, obj in enumerate(objs):
-            if isinstance(obj, dict) and obj.get("done"):
-                return [*objs[: i + 1], END]
-        return objs
+    def feed(self, chunk: bytes) -> list[Any]:
+        return _end_after_done(self._lines.feed(chunk))
+
+    def flush(self) -> list[Any]:
+        return _end_after_done(self._lines.flush())
+
+
+def _end_after_done(objs: list[Any]) -> list[Any]:
+    if len(objs) == 1 and not (isinstance(objs[0], dict) and objs[0].get("done")):
+        return objs  # the usual read: one line, not the last
+    for i, obj in enumerate(objs):
+        if isinstance(obj, dict) and obj.get("done"):
+            return [*objs[: i + 1], END]
+    return objs
 
 
 def _wire_message(m: Message) -> dict[str, Any]:

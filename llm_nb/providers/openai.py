@@ -30,9 +30,10 @@ from .._types import (
     Usage,
 )
 from .._wire import http as wire
+from .._wire._lines import IncrementalDecoder
 from .._wire.ndjson import loads_frame
 from .._wire.sse import SSEDecoder
-from .base import END, FrameDecoder, Provider
+from .base import END, Provider
 
 OPENAI_URL = "https://api.openai.com/v1"
 
@@ -121,8 +122,8 @@ class OpenAIProvider(Provider):
 
     # -- response ---------------------------------------------------------------------------
 
-    def _chunk_decoder(self) -> FrameDecoder:
-        return _SSEChunks(self)
+    def _chunk_decoder(self) -> IncrementalDecoder[Any]:
+        return _SSEChunks(f"{self.label} stream event")
 
     def _apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta]:
         if not isinstance(obj, dict):
@@ -232,19 +233,24 @@ class OpenAIProvider(Provider):
         )
 
 
-class _SSEChunks(FrameDecoder):
+class _SSEChunks:
     """SSE events to JSON objects; ``data: [DONE]`` is the end."""
 
     __slots__ = ("_sse", "_what")
 
-    def __init__(self, provider: Provider) -> None:
-        super().__init__(provider)
+    def __init__(self, what: str) -> None:
         self._sse = SSEDecoder()
-        self._what = f"{provider.label} stream event"
+        self._what = what
 
-    def _objects(self, chunk: bytes, *, final: bool) -> list[Any]:
-        datas = [e.data for e in self._sse.flush()] if final else self._sse.feed_data(chunk)
-        return [END if data == "[DONE]" else loads_frame(data, self._what) for data in datas]
+    def feed(self, chunk: bytes) -> list[Any]:
+        return self._objects(self._sse.feed_data(chunk))
+
+    def flush(self) -> list[Any]:
+        return self._objects([event.data for event in self._sse.flush()])
+
+    def _objects(self, datas: list[str]) -> list[Any]:
+        what = self._what
+        return [END if data == "[DONE]" else loads_frame(data, what) for data in datas]
 
 
 def _other_deltas(delta: dict[str, Any], deltas: list[Delta]) -> None:
