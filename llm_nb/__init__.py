@@ -74,6 +74,9 @@ _LAZY = {
     "ServerError": "._errors",
     "ServiceUnavailableError": "._errors",
     "ProtocolError": "._errors",
+    "chat_panel": "._widgets",
+    "compare_panel": "._widgets",
+    "model_picker": "._widgets",
     "load_ipython_extension": "._magics",
     "unload_ipython_extension": "._magics",
 }
@@ -124,11 +127,14 @@ __all__ = [
     "amodels",
     "astream",
     "chat",
+    "chat_panel",
+    "compare_panel",
     "discover",
     "evaluate",
     "export",
     "history",
     "load_ipython_extension",
+    "model_picker",
     "models",
     "provider",
     "registry",
@@ -211,4 +217,5 @@ if TYPE_CHECKING:
         ToolCallDelta,
         Usage,
     )
+    from ._widgets import chat_panel, compare_panel, model_picker
     from .providers import LlamaCppProvider, OllamaProvider, OpenAIProvider, Provider

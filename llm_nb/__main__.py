@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["notebook"]:  # `python -m llm_nb notebook`: see _notebook
+        from ._notebook import main as notebook_main
+
+        return notebook_main(argv[1:])
     args = _parser().parse_args(argv)
     prompt = " ".join(args.prompt) or DEFAULT_PROMPT
     from . import _api

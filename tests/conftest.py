@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 
 from llm_nb._embedded.build import (
     DEFAULT_MODEL_ALIAS,
@@ -116,6 +117,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def _raise_prepare_error() -> None:
     if _prepare_error is not None:
         raise _prepare_error
+
+
+@pytest.fixture(scope="module")
+def shell() -> Iterator[InteractiveShell]:
+    """The IPython shell (one per process) with llm_nb loaded for this module's tests."""
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "llm_nb")
+    yield sh
+    sh.run_line_magic("unload_ext", "llm_nb")
 
 
 @pytest.fixture(scope="session")

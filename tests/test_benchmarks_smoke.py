@@ -65,4 +65,6 @@ def _env() -> dict[str, str]:
 
     env = dict(os.environ)
     env.pop("LLM_NB_RECORD", None)
+    # tracemalloc (set when hunting leaks in the suite) slows the harness tenfold
+    env.pop("PYTHONTRACEMALLOC", None)
     return env

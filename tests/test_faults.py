@@ -599,6 +599,46 @@ def test_sync_stream_closed_from_another_thread(rec: Recorder) -> None:
             consumer.join(5)
 
 
+@wires
+@pytest.mark.parametrize("kind", ["chat", "compare"])
+async def test_stop_in_a_panel_closes_connection(wire: Wire, rec: Recorder, kind: str) -> None:
+    """The panels' Stop button, clicked while the answer streams: the work runs as a task on
+    this (the kernel's) loop, the click cancels it, and the server sees the socket close."""
+    from llm_nb._registry import registry
+
+    with FaultServer(plays.answer(wire, SLOW, delay_s=0.05)) as srv:
+        host = f"127.0.0.1:{srv.port}"
+        model = f"{wire.name}:m@{host}"
+        panel: Any
+        if kind == "chat":
+            panel = llm_nb.chat_panel(model)
+            panel.send("hi")
+            record = lambda: panel.turns[0].record  # noqa: E731
+        else:
+            panel = llm_nb.compare_panel([model])
+            await panel.wait()  # its model listing at start-up
+            panel.run("hi")
+            record = lambda: panel.calls[0].record  # noqa: E731
+        try:
+            assert await until(lambda: len(record().text) > 6, 5), "no tokens arrived"
+            before = len(srv.disconnects)
+            t0 = time.monotonic()
+            panel.stop_button.click()
+            await panel.wait()
+            assert await until(lambda: len(srv.disconnects) > before, 2)
+            assert srv.disconnects[before] - t0 < 1.0
+            r = record()
+            assert r.status == "cancelled" and r.text.startswith(SLOW[0] + SLOW[1])
+            assert not any(r.text.endswith(t) for t in SLOW[-3:])  # stopped, not finished
+            (row,) = [row for row in rec.rows() if row["call_id"] == r.call_id]
+            assert row["status"] == "cancelled" and rec.text(row["call_id"]) == r.text
+            assert srv.wait_idle(2) and client_sockets(srv.port) == []
+        finally:
+            for p in registry().providers():
+                if p.host == host:
+                    await p.aclose()
+
+
 # -- connection reuse -----------------------------------------------------------------------
 
 

@@ -40,14 +40,6 @@ from tests.contract import OllamaContractServer
 LONG = {"ignore_eos": True}  # llama-server: keep generating up to max_tokens
 
 
-@pytest.fixture(scope="module")
-def shell() -> Iterator[InteractiveShell]:
-    sh = InteractiveShell.instance()
-    sh.run_line_magic("load_ext", "llm_nb")
-    yield sh
-    sh.run_line_magic("unload_ext", "llm_nb")
-
-
 @pytest.fixture
 def model(llama_server: Any) -> str:
     return f"llamacpp:smollm2@{llama_server.url.split('://')[1]}"

@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import queue
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from tests.contract import OllamaContractServer
+from tests.kernels import started_kernel
 
-REPO = Path(__file__).resolve().parents[1]
 LONG = "-x '{\"ignore_eos\": true}'"  # llama-server: generate up to -n tokens
 
 
@@ -87,31 +83,10 @@ class Kernel:
 
 @pytest.fixture(scope="module")
 def kernel(llama_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
-    specs = tmp_path_factory.mktemp("kernels")
-    (specs / "llmnb").mkdir()
-    # This interpreter, explicitly: a "python3" spec may name whatever python is on PATH.
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    spec = {"argv": argv, "display_name": "llm_nb tests", "language": "python"}
-    (specs / "llmnb" / "kernel.json").write_text(json.dumps(spec))
-    km = KernelManager(
-        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(specs)]), kernel_name="llmnb"
-    )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "LLM_NB_DATA_DIR": str(tmp_path_factory.mktemp("llm_nb-data")),
-    }
-    km.start_kernel(env=env)
-    kc = km.blocking_client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=60)
+    with started_kernel(tmp_path_factory, "llm_nb tests") as (km, kc):
         k = Kernel(km, kc)
         assert k.run("%load_ext llm_nb").content["status"] == "ok"
         yield k
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 @pytest.fixture

@@ -1,0 +1,227 @@
+"""The chat panel: a prompt box, Send and Stop, and the conversation with answers streaming
+in live as Markdown, each followed by its figures (time to first token, tokens/s, tokens).
+
+Each Send continues the conversation: the model gets every earlier turn as messages. A turn
+that was stopped keeps its partial answer, on screen and in the conversation; a turn that
+failed shows its error on one line and is left out of the conversation, so Send retries it.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as w  # type: ignore[import-untyped]
+
+from .._api import provider
+from .._errors import LLMError
+from .._magics._figures import figures, live_figures
+from .._magics._runner import Call
+from .._types import ChatOptions, ChatResponse, Message
+from ._defaults import default_model, throttle_s
+from ._parts import ErrorLine, Panel, answer_output, styled
+from ._work import Post, Worker, pump
+
+
+@dataclass(eq=False)
+class Turn:
+    """One prompt and its answer."""
+
+    prompt: str
+    model: str
+    call: Call
+    answer: Any  # ipywidgets.Output
+    figures: Any  # ipywidgets.Label
+    #: (markdown, plain text) for the saved output, once the turn has ended.
+    saved: tuple[str, str] | None = None
+
+    @property
+    def record(self) -> ChatResponse:
+        return self.call.record
+
+    @property
+    def note(self) -> str | None:
+        if self.call.interrupted:
+            return "stopped"
+        return "error" if self.call.error is not None else None
+
+
+class ChatPanel(Panel):
+    """See :func:`chat_panel`."""
+
+    def __init__(
+        self, model: str | None = None, *, throttle_s: float | None = None, **options: Any
+    ) -> None:
+        ChatOptions.from_kwargs(**options)  # a bad option fails here, not on first Send
+        self.options = options
+        self._throttle_s = throttle_s
+        self.model = styled(
+            w.Text(value=model or "", description="model", placeholder=_placeholder()),
+            "llm-nb-chat-model",
+        )
+        self.history = styled(w.VBox(), "llm-nb-chat-history")
+        self.prompt = styled(
+            w.Textarea(placeholder="Ask something…", layout=w.Layout(width="100%")),
+            "llm-nb-chat-prompt",
+        )
+        self.send_button = styled(
+            w.Button(description="Send", button_style="primary", icon="paper-plane"),
+            "llm-nb-chat-send",
+        )
+        self.stop_button = styled(
+            w.Button(description="Stop", icon="stop", disabled=True), "llm-nb-chat-stop"
+        )
+        self.reset_button = styled(w.Button(description="New chat"), "llm-nb-chat-reset")
+        self.error = ErrorLine("llm-nb-chat-error")
+        self.send_button.on_click(lambda _: self.send())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.reset_button.on_click(lambda _: self.reset())
+        buttons = w.HBox([self.send_button, self.stop_button, self.reset_button])
+        super().__init__(
+            [self.model, self.history, self.prompt, buttons, self.error.widget], "llm-nb-chat"
+        )
+        #: Every turn shown, oldest first; ``messages`` is what the model is sent.
+        self.turns: list[Turn] = []
+        self.messages: list[Message] = []
+        #: Turns in the order asked, with None where a new chat began (for the saved output).
+        self._transcript: list[Turn | None] = []
+        self.worker = Worker(self.error.show)
+
+    def __repr__(self) -> str:
+        return "llm_nb chat panel (a live widget; finished answers are saved in the output below)"
+
+    # -- actions --------------------------------------------------------------------------
+
+    def send(self, prompt: str | None = None) -> None:
+        """Send ``prompt`` (default: the prompt box) and stream the answer in."""
+        if prompt is not None:
+            self.prompt.value = prompt
+        text = self.prompt.value.strip()
+        if self.worker.busy:
+            self.error.show("an answer is still streaming; Stop it first")
+            return
+        if not text:
+            self.error.show("write a prompt first")
+            return
+        model = self.model.value.strip() or default_model()
+        try:
+            p, name = provider(model)
+            stream = p.stream(name, [*self.messages, Message("user", text)], **self.options)
+        except LLMError as exc:
+            self.error.show(exc)
+            return
+        self.error.clear()
+        self.prompt.value = ""
+        turn = self._add_turn(text, model, Call(model, stream))
+        self._streaming(True)
+        self.worker.start(lambda post: self._answer(turn, post), lambda: self._ended(turn))
+
+    def stop(self) -> None:
+        """Stop the answer streaming now; what arrived stays."""
+        self.worker.stop()
+
+    def reset(self) -> None:
+        """Start a new conversation (the saved output keeps the old one)."""
+        self.worker.stop()
+        self.messages = []
+        self.turns = []
+        self.history.children = ()
+        if self._transcript:
+            self._transcript.append(None)
+        self.error.clear()
+
+    async def wait(self) -> None:
+        """Until the answer being streamed has ended."""
+        await self.worker.wait()
+
+    @property
+    def answer(self) -> Any:
+        """The ``Output`` widget of the latest answer (None before the first Send)."""
+        return self.turns[-1].answer if self.turns else None
+
+    # -- drawing --------------------------------------------------------------------------
+
+    def _add_turn(self, text: str, model: str, call: Call) -> Turn:
+        asked = styled(w.HTML(_prompt_html(text)), "llm-nb-chat-user")
+        label = styled(w.HTML(f"<b>{html.escape(model)}</b>"), "llm-nb-chat-model-label")
+        answer = styled(w.Output(), "llm-nb-chat-answer")
+        answer.outputs = answer_output(call.record, final=False)
+        shown = styled(w.Label(""), "llm-nb-chat-figures")
+        turn = Turn(text, model, call, answer, shown)
+        self.turns.append(turn)
+        self._transcript.append(turn)
+        box = styled(w.VBox([asked, label, answer, shown]), "llm-nb-chat-turn")
+        self.history.children = (*self.history.children, box)
+        return turn
+
+    async def _answer(self, turn: Turn, post: Post) -> None:
+        await pump([turn.call], lambda final: self._draw(turn, final), self.throttle_s, post)
+
+    @property
+    def throttle_s(self) -> float:
+        return throttle_s(self._throttle_s)
+
+    def _draw(self, turn: Turn, final: bool) -> None:
+        record = turn.record
+        if turn.saved is not None:  # already drawn as final
+            return
+        if not final:
+            turn.answer.outputs = answer_output(record, final=False)
+            turn.figures.value = live_figures(record)
+            return
+        turn.answer.outputs = answer_output(record, final=True, note=turn.note)
+        turn.figures.value = str(figures(record)) if record.trace.token_times_ns else ""
+        if turn.call.error is not None:
+            self.error.show(turn.call.error)
+        elif turn in self.turns and record.text:
+            self.messages += [Message("user", turn.prompt), Message("assistant", record.text)]
+        turn.saved = _transcript_entry(turn)
+        self._save()
+
+    def _ended(self, turn: Turn) -> None:
+        if turn.saved is None:  # stopped before the stream even started
+            turn.call.interrupted = turn.call.done = True
+            turn.record.status = "cancelled"
+            self._draw(turn, True)
+        self._streaming(False)
+
+    def _streaming(self, on: bool) -> None:
+        self.send_button.disabled = on
+        self.stop_button.disabled = not on
+
+    def _save(self) -> None:
+        parts = [("---", "---") if t is None else t.saved for t in self._transcript]
+        done = [p for p in parts if p is not None]
+        md = "\n\n".join(m for m, _ in done)
+        plain = "\n\n".join(p for _, p in done)
+        self.saved.update({"text/markdown": md, "text/plain": plain})
+
+
+def _placeholder() -> str:
+    return f"default: {default_model()}"
+
+
+def _prompt_html(text: str) -> str:
+    return (
+        '<div style="white-space:pre-wrap;padding:0.3em 0.5em;border-left:3px solid '
+        f'var(--jp-brand-color1,#1976d2)">{html.escape(text)}</div>'
+    )
+
+
+def _transcript_entry(turn: Turn) -> tuple[str, str]:
+    """One finished turn for the saved output: the prompt quoted, the answer, its figures."""
+    record = turn.record
+    note = turn.note
+    quoted = "\n".join(f"> {line}" if line else ">" for line in turn.prompt.splitlines())
+    shown = str(figures(record)) if record.trace.token_times_ns else ""
+    marker = f"\n\n**[{note}]**" if note else ""
+    error = f"\n\n`{turn.call.error}`" if turn.call.error is not None else ""
+    # In backticks: Markdown would turn "name@host:port" into a mail link.
+    md = f"{quoted}\n\n**`{turn.model}`:**\n\n{record.text}{marker}{error}"
+    if shown:
+        md += f"\n\n*{shown}*"
+    plain = f"You: {turn.prompt}\n{turn.model}: {record.text}" + (f"\n[{note}]" if note else "")
+    if shown:
+        plain += f"\n({shown})"
+    return md, plain

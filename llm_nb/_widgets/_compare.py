@@ -1,0 +1,306 @@
+"""The compare panel: one prompt to several models, answers streaming side by side, then the
+run's stats table (``llm_nb.stats(run_id)``) and a small plot of ttft and tokens/s.
+
+All answers stream concurrently on one loop, so the wall time is the slowest model's. The
+calls share one stats run id, so the table holds exactly this comparison's rows, the same
+rows ``llm_nb.stats(run_id)`` returns afterwards.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w  # type: ignore[import-untyped]
+
+from .._api import provider
+from .._errors import LLMError
+from .._magics._figures import figures, live_figures
+from .._magics._magics import _STATS_COLUMNS
+from .._magics._render import Column, columns_bundle, columns_text
+from .._magics._runner import Call
+from .._stats import run, stats
+from .._stats._recorder import recording_enabled
+from .._types import ChatOptions
+from ._catalog import Catalog, catalog
+from ._defaults import throttle_s
+from ._parts import ErrorLine, Panel, answer_output, styled
+from ._work import Post, Worker, pump
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class ComparePanel(Panel):
+    """See :func:`compare_panel`."""
+
+    def __init__(
+        self,
+        models: Sequence[str] | None = None,
+        *,
+        throttle_s: float | None = None,
+        **options: Any,
+    ) -> None:
+        ChatOptions.from_kwargs(**options)  # a bad option fails here, not on Run
+        self.options = options
+        self._throttle_s = throttle_s
+        given = list(dict.fromkeys(models or ()))
+        self.models = styled(
+            w.SelectMultiple(
+                options=given, value=tuple(given), rows=6, description="models",
+                layout=w.Layout(width="100%"),
+            ),
+            "llm-nb-compare-models",
+        )  # fmt: skip
+        self.refresh_button = styled(
+            w.Button(description="Refresh models", icon="refresh"), "llm-nb-compare-refresh"
+        )
+        self.prompt = styled(
+            w.Textarea(placeholder="One prompt for every model…", layout=w.Layout(width="100%")),
+            "llm-nb-compare-prompt",
+        )
+        self.run_button = styled(
+            w.Button(description="Run", button_style="primary", icon="play"), "llm-nb-compare-run"
+        )
+        self.stop_button = styled(
+            w.Button(description="Stop", icon="stop", disabled=True), "llm-nb-compare-stop"
+        )
+        self.columns = styled(w.HBox(layout=w.Layout(width="100%")), "llm-nb-compare-columns")
+        self.table = styled(w.HTML(), "llm-nb-compare-stats")
+        self.plot = styled(w.VBox(), "llm-nb-compare-plot")
+        self.error = ErrorLine("llm-nb-compare-error")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.run_button.on_click(lambda _: self.run())
+        self.stop_button.on_click(lambda _: self.stop())
+        super().__init__(
+            [
+                w.HBox([self.models, self.refresh_button]),
+                self.prompt,
+                w.HBox([self.run_button, self.stop_button]),
+                self.error.widget,
+                self.columns,
+                self.table,
+                self.plot,
+            ],
+            "llm-nb-compare",
+        )
+        #: The calls of the last run, in column order, and that run's stats run id.
+        self.calls: list[Call] = []
+        self.run_id: str | None = None
+        self._finished = True
+        self._answers: list[Any] = []
+        self._footers: list[Any] = []
+        self.worker = Worker(self.error.show)
+        self.lister = Worker(self.error.show)
+        self.refresh(discover=True)
+
+    def __repr__(self) -> str:
+        return (
+            "llm_nb compare panel (a live widget; finished answers are saved in the output below)"
+        )
+
+    # -- models ---------------------------------------------------------------------------
+
+    def refresh(self, discover: bool = True) -> None:
+        """List the models of every known server into the multi-select (in the background
+        in a kernel)."""
+        if self.lister.busy:
+            return
+        self.refresh_button.disabled = True
+        self.lister.start(
+            lambda post: self._list(post, discover),
+            lambda: setattr(self.refresh_button, "disabled", False),
+        )
+
+    async def _list(self, post: Post, discover: bool) -> None:
+        found = await catalog(discover)
+        post(lambda: self._show_models(found))
+
+    def _show_models(self, found: Catalog) -> None:
+        chosen = tuple(self.models.value)
+        ids = list(dict.fromkeys([*chosen, *self.models.options, *found.model_ids()]))
+        self.models.options = ids
+        self.models.value = chosen
+
+    # -- a run ----------------------------------------------------------------------------
+
+    def run(self, prompt: str | None = None) -> None:
+        """Send the prompt to every selected model; answers stream into the columns."""
+        if prompt is not None:
+            self.prompt.value = prompt
+        text = self.prompt.value.strip()
+        models = list(self.models.value)
+        if self.worker.busy:
+            self.error.show("a comparison is still running; Stop it first")
+            return
+        if not text or not models:
+            self.error.show("pick at least one model and write a prompt")
+            return
+        calls = []
+        try:
+            for model in models:
+                p, name = provider(model)
+                calls.append(Call(model, p.stream(name, text, **self.options)))
+        except LLMError as exc:
+            self.error.show(exc)
+            return
+        self.error.clear()
+        self.calls = calls
+        self.run_id = None
+        self._build_columns(calls)
+        self.table.value = ""
+        self.plot.children = ()
+        self._running(True)
+        self._finished = False
+        self.worker.start(self._run_all, self._ended)
+
+    def stop(self) -> None:
+        """Stop every answer still streaming; what arrived stays."""
+        self.worker.stop()
+
+    async def wait(self) -> None:
+        """Until the running comparison (and the model listing) has ended."""
+        await self.worker.wait()
+        await self.lister.wait()
+
+    @property
+    def throttle_s(self) -> float:
+        return throttle_s(self._throttle_s)
+
+    async def _run_all(self, post: Post) -> None:
+        with run() as run_id:
+            self.run_id = run_id
+            await pump(self.calls, self._draw, self.throttle_s, post)
+
+    # -- drawing --------------------------------------------------------------------------
+
+    def _build_columns(self, calls: Sequence[Call]) -> None:
+        self._answers, self._footers, columns = [], [], []
+        for call in calls:
+            title = styled(w.HTML(f"<b>{html.escape(call.label)}</b>"), "llm-nb-compare-title")
+            answer = styled(w.Output(), "llm-nb-compare-answer")
+            answer.outputs = answer_output(call.record, final=False)
+            footer = styled(w.Label(""), "llm-nb-compare-figures")
+            self._answers.append(answer)
+            self._footers.append(footer)
+            columns.append(
+                styled(
+                    w.VBox(
+                        [title, answer, footer],
+                        layout=w.Layout(flex="1 1 0", min_width="12em", padding="0 0.4em"),
+                    ),
+                    "llm-nb-compare-col",
+                )
+            )
+        self.columns.children = columns
+
+    def _draw(self, final: bool) -> None:
+        if self._finished:
+            return
+        for call, answer, footer in zip(self.calls, self._answers, self._footers, strict=True):
+            note = _note(call) if final else None
+            answer.outputs = answer_output(call.record, final=final, note=note)
+            done = final or call.done
+            footer.value = _footer(call) if done else live_figures(call.record)
+        if final:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._finished = True
+        failed = [c for c in self.calls if c.error is not None]
+        if failed:
+            self.error.show(
+                f"{len(failed)} of {len(self.calls)} models failed; "
+                f"{failed[0].label}: {' '.join(str(failed[0].error).split())}"
+            )
+        frame = stats(self.run_id) if self.run_id else None
+        table_html = ""
+        if frame is not None and len(frame):
+            frame = frame[_STATS_COLUMNS]
+            table_html = frame.to_html(index=False, border=0, float_format=_fmt, na_rep="—")
+            self.table.value = table_html
+            self.plot.children = (_plot_widget(frame),)
+        elif not recording_enabled():
+            self.table.value = "<i>no stats table: recording is off (LLM_NB_RECORD=0)</i>"
+        columns = [
+            Column(c.label, c.record.text, _footer(c), _note(c), failed=c.error is not None)
+            for c in self.calls
+        ]
+        bundle = columns_bundle(columns, "markdown")
+        plain = columns_text(columns)
+        if frame is not None and len(frame):
+            plain += "\n\n" + frame.to_string(index=False, float_format=_fmt)
+        self.saved.update({"text/html": bundle["text/html"] + table_html, "text/plain": plain})
+
+    def _ended(self) -> None:
+        if not self._finished:  # stopped before the streams even started
+            for call in self.calls:
+                call.interrupted = call.done = True
+                call.record.status = "cancelled"
+            self._draw(True)
+        self._running(False)
+
+    def _running(self, on: bool) -> None:
+        self.run_button.disabled = on
+        self.stop_button.disabled = not on
+
+
+def _note(call: Call) -> str | None:
+    if call.interrupted:
+        return "stopped"
+    if call.error is not None:
+        return f"error: {' '.join(str(call.error).split())}"
+    return None
+
+
+def _footer(call: Call) -> str:
+    return str(figures(call.record)) if call.record.trace.token_times_ns else ""
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _plot_widget(frame: pd.DataFrame) -> Any:
+    png = plot_png(frame)
+    if png is None:
+        return styled(
+            w.HTML("<i>matplotlib is not installed, so there is no plot; the table has the "
+                   "figures (pip install matplotlib for the plot)</i>"),
+            "llm-nb-compare-plot-note",
+        )  # fmt: skip
+    return styled(w.Image(value=png, format="png"), "llm-nb-compare-plot-image")
+
+
+def plot_png(frame: pd.DataFrame) -> bytes | None:
+    """Bars of ttft_s and output_tps per model as PNG bytes; None without matplotlib.
+
+    Uses matplotlib's object API (no pyplot), so it neither changes the user's backend nor
+    leaves figures open.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    labels = [f"{p}:{m}" for p, m in zip(frame["provider"], frame["model"], strict=True)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label}@{h}" for label, h in zip(labels, frame["host"], strict=True)]
+    fig = Figure(figsize=(8, 0.5 + 0.35 * len(labels)), dpi=96, layout="constrained")
+    ttft_ax, tps_ax = fig.subplots(1, 2, sharey=True)
+    positions = list(range(len(labels)))
+    for ax, column, title in (
+        (ttft_ax, "ttft_s", "time to first token (s)"),
+        (tps_ax, "output_tps", "output tokens/s"),
+    ):
+        values = [0.0 if math.isnan(v) else float(v) for v in frame[column]]
+        ax.barh(positions, values, color="#4c78a8")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=8)
+    ttft_ax.set_yticks(positions, labels)
+    ttft_ax.invert_yaxis()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()

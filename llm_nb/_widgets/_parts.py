@@ -1,0 +1,83 @@
+"""Pieces every panel shares: the panel base class (with its saved output), the one-line
+error display, and answers as Markdown outputs for an ``Output`` widget."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as w  # type: ignore[import-untyped]
+
+from .._errors import LLMError
+from .._magics._display import ipython_display
+from .._magics._render import Bundle, answer_bundle, waiting_bundle
+from .._types import ChatResponse
+from ._saved import SavedOutput
+
+
+def styled(widget: Any, *classes: str) -> Any:
+    """``widget`` with CSS classes added (stable names for styling and browser tests)."""
+    for name in classes:
+        widget.add_class(name)
+    return widget
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: llm_nb's own message, else the exception's type and text."""
+    text = exc.message if isinstance(exc, LLMError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(str(text).split()) or type(exc).__name__
+
+
+class ErrorLine:
+    """A one-line error under a panel's controls, hidden when there is none."""
+
+    def __init__(self, *classes: str) -> None:
+        self.widget = styled(w.HTML(), "llm-nb-error", *classes)
+        self.widget.layout.display = "none"
+        #: The line shown, as plain text ("" when hidden).
+        self.text = ""
+
+    def show(self, message: str | BaseException) -> None:
+        text = one_line(message) if isinstance(message, BaseException) else message
+        self.text = " ".join(text.split())
+        self.widget.value = (
+            f'<span style="color:var(--jp-error-color1,#c00)">{html.escape(self.text)}</span>'
+        )
+        self.widget.layout.display = None
+
+    def clear(self) -> None:
+        self.text = ""
+        self.widget.value = ""
+        self.widget.layout.display = "none"
+
+
+def answer_output(record: ChatResponse, *, final: bool, note: str | None = None) -> tuple[Any]:
+    """The ``outputs`` of an ``Output`` widget showing ``record``'s answer as Markdown.
+
+    Setting the whole tuple sends one message, which the frontend renders with its own
+    Markdown renderer (code blocks, math), the same way it renders ``%%llm``'s answers.
+    """
+    bundle: Bundle
+    if record.text or record.reasoning or final:
+        bundle = answer_bundle(record.text, "markdown", reasoning=record.reasoning, note=note)
+    else:
+        bundle = waiting_bundle()
+    return ({"output_type": "display_data", "data": bundle, "metadata": {}},)
+
+
+def shown_text(output: Any) -> str:
+    """The text/plain an ``Output`` widget shows (for tests and the saved transcript)."""
+    return "".join(str(o.get("data", {}).get("text/plain", "")) for o in output.outputs)
+
+
+class Panel(w.VBox):  # type: ignore[misc]
+    """A VBox that, when displayed, also leaves a saved output under itself (see _saved)."""
+
+    def __init__(self, children: list[Any], *classes: str) -> None:
+        super().__init__(children)
+        styled(self, "llm-nb-panel", *classes)
+        self.saved = SavedOutput()
+
+    def _ipython_display_(self) -> None:
+        ipython_display()(self._repr_mimebundle_(), raw=True)
+        self.saved.show()

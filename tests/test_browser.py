@@ -1,0 +1,303 @@
+"""The quick start tried as a user would: JupyterLab in headless Chromium, clicking and typing.
+
+JupyterLab runs on 127.0.0.1 (free port, token, a temporary root holding copies of the
+notebooks, no network); its kernels are this interpreter with this checkout's llm_nb, and
+``local`` is the session's llama-server (``LLM_NB_LOCAL_URL``, as ``python -m llm_nb notebook``
+sets it). Chromium is Debian's (``apt-get install chromium``), driven by Playwright; if it is
+missing the tests fail, saying how to install it.
+
+``test_quickstart_ui`` runs tests/browser/quickstart_ui.ipynb (its model ids name
+``127.0.0.1:8080``, rewritten to the session's server) step by step:
+
+1. A ``%%llm`` cell streams: while the kernel shows busy, the output already holds part of the
+   answer, and it grows across looks (each partial text a prefix of the final one). At the end
+   the output equals the recorded answer (``-o ans``), whose token count ``llm_nb.stats()``
+   agrees with.
+2. A side-by-side cell (the same server through ``llamacpp:`` and ``openai:``) fills both
+   columns, each equal to its record, with figures under each.
+3. The model picker lists the server's model under each provider with its status; selecting
+   one changes the default shown, and the next ``%%llm`` without a model uses it.
+4. The chat panel's Stop button ends a long answer (400 tokens asked) mid-way; the partial
+   answer stays, on screen and in the conversation.
+
+``test_quickstart_notebook`` runs notebooks/01-quickstart.ipynb with Run > Run All Cells and
+checks that every cell ran without an error and every ``%%llm`` answer (and column) filled.
+
+Screenshots of each step go to test-artifacts/browser/ (git-ignored; CI keeps them), with the
+page's console log, and on failure the page's HTML and JupyterLab's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_nb._embedded.server import LlamaServer
+from tests.browser.page import DONE_PROMPT, Browser, Notebook, require_browser
+
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(480)]
+
+REPO = Path(__file__).resolve().parents[1]
+UI_NOTEBOOK = REPO / "tests" / "browser" / "quickstart_ui.ipynb"
+QUICKSTART = REPO / "notebooks" / "01-quickstart.ipynb"
+#: Where quickstart_ui.ipynb's model ids expect their llama-server; rewritten to the session's.
+NOTEBOOK_HOST = "127.0.0.1:8080"
+SHOTS = REPO / "test-artifacts" / "browser"
+#: Seconds between two looks at the page while something streams.
+POLL_S = 0.05
+#: Most seconds one model cell may take: a second or two on an idle 2-core machine, but a
+#: machine loaded by other work has been seen 50 times slower.
+LLM_CELL_S = 180
+
+#: The columns of a side-by-side answer (an HTML flex row: title, answer, figures).
+_COLUMNS_JS = """cell => [...cell.querySelectorAll(
+    '.jp-OutputArea-output div[style*="display:flex"]')].map(row => [...row.children].map(col => ({
+        label: col.firstElementChild.innerText,
+        body: col.children[1].innerText,
+        footer: col.lastElementChild.innerText,
+    })))"""
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    """test-artifacts/browser/, emptied of an earlier run's files."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.iterdir():
+        if old.is_file():
+            old.unlink()
+    return SHOTS
+
+
+@pytest.fixture(scope="module")
+def llama_host(llama_server: LlamaServer) -> str:
+    return llama_server.url.split("://", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def browser(
+    llama_server: LlamaServer, llama_host: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Browser]:
+    """JupyterLab serving copies of the two notebooks, and Chromium; started on first use."""
+    home = tmp_path_factory.mktemp("browser")
+    root = home / "root"
+    root.mkdir()
+    ui = json.loads(UI_NOTEBOOK.read_text())
+    for cell in ui["cells"]:  # the code only: the Markdown may keep naming the default port
+        if cell["cell_type"] == "code":
+            source = "".join(cell["source"]).replace(NOTEBOOK_HOST, llama_host)
+            cell["source"] = source.splitlines(keepends=True)
+    (root / UI_NOTEBOOK.name).write_text(json.dumps(ui, indent=1))
+    if QUICKSTART.is_file():
+        quick = json.loads(QUICKSTART.read_text())
+        for cell in quick["cells"]:  # stored outputs would look like fresh ones
+            if cell["cell_type"] == "code":
+                cell["outputs"], cell["execution_count"] = [], None
+        (root / QUICKSTART.name).write_text(json.dumps(quick, indent=1))
+    env: dict[str, str | None] = {
+        # The kernel imports the llm_nb under test (this checkout), installed or not.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        # `local` is the session's server; no other provider comes from the environment.
+        "LLM_NB_LOCAL_URL": llama_server.url,
+        "LLAMA_CPP_URL": None,
+        "LLAMA_SERVER_URL": None,
+        "OPENAI_API_KEY": None,
+        "OPENAI_BASE_URL": None,
+        "OLLAMA_HOST": None,
+    }
+    session = Browser(root, home, env)
+    yield session
+    session.close()
+
+
+@contextmanager
+def notebook_in_chromium(
+    browser: Browser, notebook: Path, shots: Path, prefix: str
+) -> Iterator[Notebook]:
+    """``notebook`` open in JupyterLab in a new Chromium, its kernel idle; on the way out the
+    console log is saved, and on a failure the screenshot, page and server log too. At the
+    end, any error the page logged (a widget view that failed to render, say) fails the test.
+    """
+    require_browser()
+    with browser.tab() as page:
+        nb = Notebook(page, browser.root / notebook.name, shots, prefix)
+        try:
+            nb.open(browser.lab.lab_url(notebook.name, workspace=prefix))
+            nb.shot("01-open")
+            yield nb
+            errors = nb.console_errors()
+            assert not errors, f"errors in the browser console: {errors}"
+        except BaseException:
+            nb.save_failure(browser.lab.log_tail(400))
+            raise
+        finally:
+            nb.save_logs()
+
+
+def _words(text: str) -> list[str]:
+    """The words of a text, as rendered Markdown keeps them (markup and list numbers go)."""
+    return re.findall(r"[A-Za-z]+", text)
+
+
+def _until(what: str, check: Any, timeout_s: float) -> Any:
+    """Poll ``check()`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(POLL_S)
+    return value
+
+
+def test_quickstart_ui(browser: Browser, shots: Path, llama_host: str) -> None:
+    with notebook_in_chromium(browser, UI_NOTEBOOK, shots, "ui") as nb:
+        _ui_steps(nb, llama_host)
+
+
+def _ui_steps(nb: Notebook, host: str) -> None:
+    from playwright.sync_api import expect
+
+    nb.run_done(nb.index("%load_ext llm_nb"))
+
+    # -- 1. one answer streams in --------------------------------------------------------------
+    stream = nb.index("-f text")
+    nb.run(stream)
+    seen: list[str] = []  # output text at each look while the kernel was busy
+    deadline = time.monotonic() + LLM_CELL_S
+    while not DONE_PROMPT.match((snap := nb.snapshot(stream))["prompt"]):
+        assert time.monotonic() < deadline, f"the %%llm cell ran over {LLM_CELL_S} s"
+        text = snap["text"].strip()
+        if snap["kernel"] == "busy" and text and text != "…":
+            if not seen:
+                nb.shot("02-streaming", nb.cell(stream))
+            if not seen or text != seen[-1]:
+                seen.append(text)
+        time.sleep(POLL_S)
+    nb.wait_done(stream)
+    final = nb.outputs(stream).last.inner_text().strip()
+    nb.shot("03-streamed", nb.cell(stream))
+    assert len(seen) >= 2, f"saw the answer grow only {len(seen)} time(s) while busy: {seen}"
+    lengths = [len(s) for s in seen]
+    assert lengths == sorted(lengths) and lengths[0] < len(final), lengths
+    for partial in seen:
+        assert final.startswith(partial), f"a partial answer is not a prefix: {partial!r}"
+
+    record = nb.printed_json(nb.index("row = llm_nb.stats()"))
+    assert record["status"] == "ok"
+    assert final == record["text"].strip()
+    assert record["tokens"] == record["stats_tokens"] == 100  # ignore_eos: all of -n
+
+    # -- 2. side by side -----------------------------------------------------------------------
+    both = nb.index(f"openai:smollm2@{host}")
+    nb.run_done(both, LLM_CELL_S * 1000)
+    (columns,) = nb.cell(both).evaluate(_COLUMNS_JS)
+    nb.shot("04-side-by-side", nb.cell(both))
+    records = nb.printed_json(nb.index("for r in both"))
+    assert [c["label"] for c in columns] == [
+        f"llamacpp:smollm2@{host}",
+        f"openai:smollm2@{host}",
+    ], columns
+    assert [r["provider"] for r in records] == ["llamacpp", "openai"]
+    for col, rec in zip(columns, records, strict=True):
+        assert rec["status"] == "ok" and rec["text"].strip(), rec
+        assert col["body"].split() == rec["text"].split(), (col, rec)
+        assert "tok/s" in col["footer"], col
+
+    # -- 3. the model picker -------------------------------------------------------------------
+    picker_index = nb.index("picker = llm_nb.model_picker()")
+    nb.run_done(picker_index)
+    picker = nb.cell(picker_index).locator(".llm-nb-picker")
+    expect(picker.locator(".llm-nb-picker-default")).to_contain_text("default for %%llm: local")
+
+    def models(title: str) -> Any:
+        group = picker.locator(".llm-nb-picker-group").filter(
+            has=nb.page.locator(".llm-nb-picker-group-title", has_text=f"{title} · {host}")
+        )
+        return group.locator(".llm-nb-picker-models select")
+
+    def status(select: Any) -> tuple[str, str]:
+        # ipywidgets shows labels with no-break spaces; an option's value keeps the label
+        # as the kernel sent it: "smollm2 — loaded · 96.6 MB · Q4_1".
+        option = select.locator("option[value^='smollm2 — ']")
+        expect(option).to_have_count(1)
+        label = option.get_attribute("value") or ""
+        return label, label.split(" — ", 1)[1].split(" · ")[0]
+
+    llamacpp, openai = models("llama-server"), models("OpenAI-compatible server")
+    expect(llamacpp).to_be_visible(timeout=30_000)
+    expect(openai).to_be_visible()
+    assert status(llamacpp)[1] == "loaded"  # llama-server reports its model's load state
+    label, state = status(openai)
+    assert state == "available"  # the OpenAI wire lists models without a state
+    nb.shot("05-picker", picker)
+    openai.select_option(value=label)
+    expect(picker.locator(".llm-nb-picker-default")).to_contain_text(
+        f"default for %%llm: openai:smollm2@{host}", timeout=15_000
+    )
+    nb.shot("06-picker-selected", picker)
+
+    default_cell = nb.index("-o picked")
+    nb.run_done(default_cell, LLM_CELL_S * 1000)
+    expect(nb.outputs(default_cell).first).not_to_have_text(re.compile(r"^\s*…?\s*$"))
+    nb.shot("07-default-model-answer", nb.cell(default_cell))
+    used = nb.printed_json(nb.index("picked.provider"))
+    assert (used["provider"], used["host"], used["status"]) == ("openai", host, "ok"), used
+    assert used["text"].strip()
+
+    # -- 4. the chat panel's Stop button -------------------------------------------------------
+    chat_index = nb.index("chat = llm_nb.chat_panel(")
+    nb.run_done(chat_index)
+    chat = nb.cell(chat_index).locator(".llm-nb-chat")
+    expect(chat).to_be_visible()
+    send = chat.locator("button.llm-nb-chat-send")
+    stop = chat.locator("button.llm-nb-chat-stop")
+    expect(stop).to_be_disabled()
+    chat.locator(".llm-nb-chat-prompt textarea").fill("Tell me a long story about the sea.")
+    send.click()
+    expect(stop).to_be_enabled(timeout=15_000)
+    answer = chat.locator(".llm-nb-chat-answer").last
+
+    def partial() -> str:
+        text = answer.inner_text().strip()
+        return text if len(_words(text)) >= 8 else ""
+
+    _until("the chat answer to start streaming", partial, LLM_CELL_S)
+    nb.shot("08-chat-streaming", chat)
+    stop.click()
+    expect(answer).to_contain_text("[stopped]", timeout=15_000)
+    expect(send).to_be_enabled()
+    expect(stop).to_be_disabled()
+    stopped = answer.inner_text()
+    nb.shot("09-chat-stopped", chat)
+
+    turn = nb.printed_json(nb.index("turn = chat.turns[-1]"))
+    assert turn["interrupted"] is True, turn
+    assert 0 < turn["tokens"] < 400, turn  # stopped well before max_tokens
+    assert turn["history"] == ["user", "assistant"], turn  # the partial turn is kept
+    assert _words(stopped) == [*_words(turn["text"]), "stopped"], (stopped, turn["text"])
+    assert answer.inner_text() == stopped  # still there, unchanged, after another cell ran
+    nb.shot("10-done", nb.cell(nb.index("turn = chat.turns[-1]")))
+
+
+def test_quickstart_notebook(browser: Browser, shots: Path) -> None:
+    assert QUICKSTART.is_file(), f"{QUICKSTART.relative_to(REPO)} is missing"
+    with notebook_in_chromium(browser, QUICKSTART, shots, "quickstart") as nb:
+        nb.menu("Run", "Run All Cells")
+        code = [i for i, c in enumerate(nb.cells) if c["cell_type"] == "code"]
+        for i in code:
+            nb.wait_done(i, LLM_CELL_S * 1000)
+        llm_cells = [i for i in code if "".join(nb.cells[i]["source"]).startswith("%%llm")]
+        assert llm_cells, "the quick start has no %%llm cell"
+        for i in llm_cells:
+            text = nb.outputs(i).first.inner_text().strip()
+            assert text and text != "…", f"cell {i}: no answer shown"
+            for row in nb.cell(i).evaluate(_COLUMNS_JS):
+                assert len(row) >= 2 and all(c["body"].strip() for c in row), (i, row)
+            nb.shot(f"02-cell-{i:02d}", nb.cell(i))

@@ -1,0 +1,597 @@
+"""The panels (model picker, chat, compare) driven from Python against the real llama-server.
+
+Clicks are ``button.click()``, which runs the same handlers a browser click runs. Async tests
+play the kernel: their event loop is the running loop a widget callback finds, so the work
+runs as a task on it and the test stays free to click Stop meanwhile. Sync tests have no
+running loop and exercise the fallback (work on llm_nb's loop, widgets updated from the
+caller's thread). One test drives a real ipykernel over its sockets, as a browser would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import queue
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import llm_nb
+from llm_nb._embedded.server import free_port
+from llm_nb._registry import registry
+from llm_nb._widgets import ChatPanel, ComparePanel, ModelPicker, _defaults, _picker
+from llm_nb._widgets._compare import _plot_widget
+from llm_nb._widgets._parts import shown_text
+from llm_nb._wire.http import RetryPolicy
+from llm_nb.providers.llamacpp import LlamaCppProvider
+from tests.contract import OllamaContractServer
+from tests.kernels import started_kernel
+
+LONG = {"ignore_eos": True}  # llama-server: keep generating up to max_tokens
+
+
+def host_of(url: str) -> str:
+    return url.split("://")[1]
+
+
+@pytest.fixture
+def model(llama_server: Any) -> str:
+    return f"llamacpp:smollm2@{host_of(llama_server.url)}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_default() -> Iterator[None]:
+    """Each test starts and ends with no chosen default model."""
+    yield
+    _defaults._chosen = None
+    sh = InteractiveShell.instance() if InteractiveShell.initialized() else None
+    if sh is not None:
+        sh.config.LLMMagics.pop("default_model", None)
+        magics = sh.magics_manager.registry.get("LLMMagics")
+        if magics is not None:
+            magics.default_model = ""
+
+
+@pytest.fixture
+async def kernel_loop() -> AsyncIterator[asyncio.AbstractEventLoop]:
+    """This test's loop plays the kernel's; its connections are closed afterwards."""
+    yield asyncio.get_running_loop()
+    for p in registry().providers():
+        await p.aclose()
+
+
+def forget(host: str) -> None:
+    """Drop a test server's providers from the registry, so later listings do not try it."""
+    reg = registry()
+    with reg._lock:
+        for key in [k for k, p in reg._providers.items() if p.host == host]:
+            del reg._providers[key]
+
+
+@pytest.fixture
+def dead_host() -> Iterator[str]:
+    """A registered llama-server host where nothing listens (no retries: fails at once)."""
+    host = f"127.0.0.1:{free_port()}"
+    registry().add(LlamaCppProvider(f"http://{host}", retry=RetryPolicy(max_retries=0)))
+    yield host
+    forget(host)
+
+
+async def slots_idle(url: str, within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            slots = (await client.get(f"{url}/slots")).json()
+            if not any(s["is_processing"] for s in slots):
+                return True
+            await asyncio.sleep(0.05)
+    return False
+
+
+class Changes:
+    """Counts a trait's changes and the threads they came from."""
+
+    def __init__(self, widget: Any, name: str) -> None:
+        self.count = 0
+        self.threads: set[int] = set()
+        widget.observe(self._seen, name)
+
+    def _seen(self, change: Any) -> None:
+        self.count += 1
+        self.threads.add(threading.get_ident())
+
+
+# -- chat -------------------------------------------------------------------------------------
+
+
+async def test_chat_streams_on_the_kernel_loop_throttled_and_multi_turn(
+    kernel_loop: Any, model: str
+) -> None:
+    panel = llm_nb.chat_panel(model, max_tokens=40, temperature=0, extra=LONG, throttle_s=0.1)
+    assert isinstance(panel, ChatPanel) and "llm-nb-chat" in panel._dom_classes
+    panel.prompt.value = "Write a story about a dragon."
+    started = time.monotonic()
+    panel.send_button.click()
+    # The click only started a task on this loop: the "kernel" is free at once.
+    assert panel.worker.task is not None and not panel.worker.task.done()
+    assert panel.send_button.disabled and not panel.stop_button.disabled
+    assert panel.prompt.value == ""
+    changes = Changes(panel.answer, "outputs")
+    await panel.wait()
+    duration = time.monotonic() - started
+
+    first = panel.turns[0].record
+    assert first.status == "ok" and first.usage.completion_tokens == 40
+    assert shown_text(panel.answer) == first.text
+    assert panel.answer.outputs[0]["data"]["text/markdown"] == first.text
+    assert "tok/s" in panel.turns[0].figures.value and "40 tokens" in panel.turns[0].figures.value
+    # ≤ 10 live redraws a second plus the final one, all from this (the kernel's) thread.
+    assert 2 <= changes.count <= 10 * duration + 2, (changes.count, duration)
+    assert changes.threads == {threading.get_ident()}
+    assert not panel.send_button.disabled and panel.stop_button.disabled
+    assert [m.role for m in panel.messages] == ["user", "assistant"]
+    assert first.text in panel.saved.bundle["text/markdown"]
+    assert "> Write a story about a dragon." in panel.saved.bundle["text/markdown"]
+
+    panel.send("And then?")
+    await panel.wait()
+    second = panel.turns[1].record
+    assert second.status == "ok" and len(panel.history.children) == 2
+    # The first exchange went along as history.
+    assert second.usage.prompt_tokens is not None and first.usage.prompt_tokens is not None
+    assert second.usage.prompt_tokens > first.usage.prompt_tokens + 40
+    assert [m.role for m in panel.messages] == ["user", "assistant"] * 2
+    assert panel.saved.bundle["text/markdown"].count("**`" + model + "`:**") == 2
+
+    panel.reset_button.click()
+    assert panel.messages == [] and panel.history.children == ()
+
+
+async def test_stop_mid_answer_keeps_the_partial_text_and_frees_the_slot(
+    kernel_loop: Any, model: str, llama_server: Any
+) -> None:
+    panel = llm_nb.chat_panel(model, max_tokens=3000, extra=LONG)
+    panel.send("Write a very long story about a dragon.")
+    deadline = time.monotonic() + 30
+    while len(panel.turns[0].record.text) < 40:
+        assert time.monotonic() < deadline, "no tokens arrived"
+        await asyncio.sleep(0.02)
+    # The loop is free while the answer streams, so Stop gets through.
+    panel.stop_button.click()
+    await panel.wait()
+
+    record = panel.turns[0].record
+    n = len(record.trace.token_times_ns)
+    assert record.status == "cancelled" and 0 < n < 3000
+    assert shown_text(panel.answer) == record.text + "\n[stopped]"
+    assert panel.answer.outputs[0]["data"]["text/markdown"].endswith("**[stopped]**")
+    assert panel.error.text == "" and not panel.send_button.disabled
+    assert await slots_idle(llama_server.url), "llama-server is still generating"
+    # What was on screen stays in the conversation.
+    assert panel.messages[-1].content == record.text
+    assert "**[stopped]**" in panel.saved.bundle["text/markdown"]
+
+    # Stopped before the task's first step (no code of it ran): still a clean end.
+    panel.send("Hi")
+    panel.stop()
+    await panel.wait()
+    assert panel.turns[-1].record.status == "cancelled" and panel.turns[-1].call.interrupted
+    assert shown_text(panel.answer) == "\n[stopped]" and not panel.send_button.disabled
+    assert panel.stop_button.disabled and len(panel.messages) == 2
+
+
+def test_without_a_running_loop_the_work_runs_on_llm_nb_loop(model: str) -> None:
+    panel = llm_nb.chat_panel(model, max_tokens=16, extra=LONG, throttle_s=0.05)
+    panel.prompt.value = "Count to twenty."
+    panel.send_button.click()  # blocks: there is no loop to run a task on
+    changes = Changes(panel.answer, "outputs")
+    record = panel.turns[0].record
+    assert record.status == "ok" and record.usage.completion_tokens == 16
+    assert shown_text(panel.answer) == record.text and panel.worker.task is None
+    panel.send("Again.")
+    assert panel.turns[1].record.status == "ok"
+    assert Changes(panel.turns[1].answer, "outputs").count == 0  # already final
+    assert changes.threads <= {threading.get_ident()}
+
+
+def test_errors_show_inline_on_one_line_and_the_panel_keeps_working(
+    model: str, dead_host: str
+) -> None:
+    panel = llm_nb.chat_panel(f"llamacpp:smollm2@{dead_host}", max_tokens=5)
+    panel.send("Hi")
+    error = panel.error.text
+    assert f"no llama-server answers at http://{dead_host}" in error and "\n" not in error
+    assert panel.error.widget.layout.display is None and not panel.send_button.disabled
+    assert panel.turns[0].record.status == "error" and panel.messages == []
+
+    panel.model.value = "nonsense"
+    panel.send("Hi")
+    assert "must start with a provider" in panel.error.text and len(panel.turns) == 1
+    assert panel.prompt.value == "Hi"  # kept, to send again
+
+    panel.model.value = model
+    panel.send_button.click()
+    assert panel.turns[1].record.status == "ok" and panel.error.text == ""
+    assert panel.error.widget.layout.display == "none"
+
+    with pytest.raises(llm_nb.InvalidOptionError, match="temperature"):
+        llm_nb.chat_panel(model, temperature=9)
+
+
+# -- compare ----------------------------------------------------------------------------------
+
+
+async def test_compare_panel_streams_every_column_then_stats_and_plot(
+    kernel_loop: Any, llama_server: Any
+) -> None:
+    host = host_of(llama_server.url)
+    models = [f"llamacpp:smollm2@{host}", f"openai:smollm2@{host}"]
+    panel = llm_nb.compare_panel(models, max_tokens=20, extra=LONG, throttle_s=0.1)
+    assert isinstance(panel, ComparePanel)
+    await panel.wait()  # the model listing, in the background
+    assert set(models) <= set(panel.models.options) and panel.models.value == tuple(models)
+    panel.prompt.value = "Say hello."
+    panel.run_button.click()
+    assert not panel.stop_button.disabled
+    await panel.wait()
+
+    assert len(panel.columns.children) == 2
+    assert all("llm-nb-compare-col" in c._dom_classes for c in panel.columns.children)
+    for call, answer, footer in zip(panel.calls, panel._answers, panel._footers, strict=True):
+        assert call.record.status == "ok" and call.record.usage.completion_tokens == 20
+        assert shown_text(answer) == call.record.text != ""
+        assert "tok/s" in footer.value
+    first, second = (c.record.trace for c in panel.calls)
+    assert first.t_send_ns is not None and second.t_send_ns is not None
+    assert first.t_end_ns is not None and second.t_end_ns is not None
+    assert max(first.t_send_ns, second.t_send_ns) < min(first.t_end_ns, second.t_end_ns)
+
+    assert panel.run_id is not None
+    frame = llm_nb.stats(panel.run_id)
+    assert sorted(frame["provider"]) == ["llamacpp", "openai"]
+    assert "ttft_s" in panel.table.value and "output_tps" in panel.table.value
+    (plot,) = panel.plot.children
+    assert "llm-nb-compare-plot-image" in plot._dom_classes
+    assert plot.value[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = panel.saved.bundle
+    assert all(c.record.text.split()[0] in saved["text/plain"] for c in panel.calls)
+    assert "ttft_s" in saved["text/html"] and saved["text/html"].count("tok/s") == 2
+    assert not panel.run_button.disabled and panel.stop_button.disabled
+
+
+async def test_compare_stop_and_a_failing_model(
+    kernel_loop: Any, model: str, dead_host: str, llama_server: Any
+) -> None:
+    dead = f"llamacpp:smollm2@{dead_host}"
+    panel = llm_nb.compare_panel([model, dead], max_tokens=3000, extra=LONG)
+    await panel.wait()
+    panel.run("Write a very long story.")
+    deadline = time.monotonic() + 30
+    while len(panel.calls[0].record.text) < 20:
+        assert time.monotonic() < deadline, "no tokens arrived"
+        await asyncio.sleep(0.02)
+    panel.stop_button.click()
+    await panel.wait()
+    live, failed = panel.calls
+    assert live.record.status == "cancelled" and live.interrupted and live.record.text
+    assert shown_text(panel._answers[0]).endswith("[stopped]")
+    assert failed.error is not None and failed.record.status == "error"
+    assert panel.error.text.startswith("1 of 2 models failed;"), panel.error.text
+    assert "\n" not in panel.error.text
+    assert await slots_idle(llama_server.url)
+
+    panel.models.value = (model,)
+    panel.run("Hi")
+    panel.stop()  # before the task's first step
+    await panel.wait()
+    assert [c.record.status for c in panel.calls] == ["cancelled"]
+    assert shown_text(panel._answers[0]).endswith("[stopped]") and not panel.run_button.disabled
+
+
+def test_compare_plot_is_skipped_without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"provider": ["llamacpp"], "model": ["m"], "host": ["h"], "ttft_s": [0.1],
+         "output_tps": [50.0]}
+    )  # fmt: skip
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    note = _plot_widget(frame)
+    assert "llm-nb-compare-plot-note" in note._dom_classes and "matplotlib" in note.value
+
+
+# -- picker -----------------------------------------------------------------------------------
+
+
+def group_of(picker: ModelPicker, host: str, name: str = "llamacpp") -> Any:
+    (box,) = [
+        b for b, g in zip(picker.groups.children, picker.catalog.groups, strict=True)
+        if g.key == f"{name}@{host}"
+    ]  # fmt: skip
+    return box
+
+
+def statuses(picker: ModelPicker, host: str, name: str = "llamacpp") -> dict[str, str]:
+    (group,) = [g for g in picker.catalog.groups if g.key == f"{name}@{host}"]
+    return {m.name: m.status for m in group.models}
+
+
+def test_picker_selection_becomes_the_llm_default(
+    shell: InteractiveShell, model: str, dead_host: str
+) -> None:
+    host = model.split("@")[1]
+    llm_nb.provider(model)  # known to the registry, as after any call
+    picker = llm_nb.model_picker()  # no running loop: the listing ran before this returns
+    assert "llm-nb-picker" in picker._dom_classes
+    title, select = group_of(picker, host).children
+    assert "llm-nb-picker-models" in select._dom_classes and host in title.value
+    ((label, value),) = select.options
+    assert value == model and label.startswith("smollm2 — loaded · ")
+    # A server that does not answer is a group with its one-line error; the rest works.
+    _, error = group_of(picker, dead_host).children
+    assert "llm-nb-picker-group-error" in error._dom_classes
+    assert "no llama-server answers at" in error.value
+
+    select.value = model  # what a click on the row does
+    assert picker.value == model and model in picker.default_label.value
+    magics = shell.magics_manager.registry["LLMMagics"]
+    assert magics.default_model == model and _defaults.default_model() == model
+    shell.run_cell_magic("llm", "-n 2 -o r", "Hi")
+    r = shell.user_ns["r"]
+    assert (r.provider, r.model, r.host) == ("llamacpp", "smollm2", host)
+
+    # Chosen before the extension is loaded: the new magics instance starts with it.
+    shell.run_line_magic("unload_ext", "llm_nb")
+    try:
+        select.value = None
+        picker.select(model)
+        assert _defaults.default_model() == model
+    finally:
+        shell.run_line_magic("load_ext", "llm_nb")
+    assert shell.magics_manager.registry["LLMMagics"].default_model == model
+    # And the chat panel uses it when given no model.
+    chat = llm_nb.chat_panel(max_tokens=2)
+    chat.send("Hi")
+    assert chat.turns[0].record.host == host and chat.turns[0].model == model
+
+    # Load on a single-model server: an inline error, and the picker still works.
+    picker.load_button.click()
+    assert "runs a single model" in picker.error.text and "\n" not in picker.error.text
+    assert not picker.refresh_button.disabled
+    picker.refresh_button.click()
+    assert picker.error.text == "" and picker.value == model
+
+
+async def test_picker_loads_and_unloads_on_a_router(kernel_loop: Any, llama_router: Any) -> None:
+    host = host_of(llama_router.url)
+    registry().get("llamacpp", host)
+    picker = llm_nb.model_picker()
+    await picker.wait()
+    seen: list[str] = []
+    picker.progress_label.observe(lambda c: seen.append(c["new"]), "value")
+
+    picker.select(f"llamacpp:smollm2-b@{host}")
+    picker.load_button.click()
+    assert picker.load_button.disabled  # busy until the load and the relisting are done
+    await picker.wait()
+    assert statuses(picker, host) == {"smollm2-a": "unloaded", "smollm2-b": "loaded"}
+    assert seen[-1] == f"loaded llamacpp:smollm2-b@{host}" and picker.bar.value == 1.0
+    assert any(": loading (" in s for s in seen) or len(seen) >= 2
+    assert picker.value == f"llamacpp:smollm2-b@{host}"  # kept across the relisting
+
+    # Pull on a router: the router loads (downloading first if it must), status polled.
+    picker.select(f"llamacpp:smollm2-a@{host}")
+    picker.pull_button.click()
+    await picker.wait()
+    assert statuses(picker, host) == {"smollm2-a": "loaded", "smollm2-b": "unloaded"}
+    assert seen[-1] == f"pulled llamacpp:smollm2-a@{host}"
+
+    picker.unload_button.click()
+    await picker.wait()
+    assert statuses(picker, host)["smollm2-a"] == "unloaded" and picker.error.text == ""
+
+
+async def test_picker_pulls_with_progress_and_deletes_on_ollama(
+    kernel_loop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_picker, "PROGRESS_EVERY_S", 0.0)  # draw every step, to see them all
+    with OllamaContractServer(None) as server:
+        host = host_of(server.url)
+        print("PORT ollama", host, file=sys.stderr)
+        registry().get("ollama", host)
+        try:
+            picker = llm_nb.model_picker()
+            await picker.wait()
+            assert "tinyllama:latest" not in statuses(picker, host, "ollama")
+            picker.select(f"ollama:smollm2:135m@{host}")
+            fractions: list[float] = []
+            picker.bar.observe(lambda c: fractions.append(c["new"]), "value")
+            picker.pull_name.value = "tinyllama"
+            picker.pull_button.click()
+            await picker.wait()
+            assert picker.progress_label.value == f"pulled ollama:tinyllama@{host}"
+            # Each layer's progress, as the stream reported it (4 steps per layer).
+            assert {0.25, 0.5, 0.75} <= set(fractions) and fractions[-1] == 1.0
+            assert picker.bar.bar_style == "success"
+            assert "tinyllama:latest" in statuses(picker, host, "ollama")
+
+            picker.select(f"ollama:tinyllama:latest@{host}")
+            picker.delete_button.click()  # asks first
+            assert picker.delete_button.description == "Really delete?"
+            assert "tinyllama:latest" in statuses(picker, host, "ollama")
+            picker.delete_button.click()
+            await picker.wait()
+            assert "tinyllama:latest" not in statuses(picker, host, "ollama")
+            assert picker.value is None
+
+            picker.select(f"ollama:smollm2:135m@{host}")
+            picker.pull_name.value = "nope:1b"
+            picker.pull_button.click()
+            await picker.wait()
+            assert "file does not exist" in picker.error.text
+            assert picker.bar.bar_style == "danger" and not picker.pull_button.disabled
+        finally:
+            forget(host)
+    assert server.violations == []
+
+
+# -- in a real kernel -------------------------------------------------------------------------
+
+
+class KernelSession:
+    """A kernel driven like a browser: cells, and widget messages on the shell channel."""
+
+    def __init__(self, km: Any, kc: Any) -> None:
+        self.km = km
+        self.kc = kc
+
+    def run(self, code: str, timeout: float = 60) -> list[dict[str, Any]]:
+        msg_id = self.kc.execute(code)
+        messages = self._until_idle(msg_id, timeout)
+        reply = self.kc.get_shell_msg(timeout=10)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        return messages
+
+    def value(self, expr: str) -> Any:
+        messages = self.run(f"import json as _j; print(_j.dumps({expr}))")
+        out = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+        return json.loads(out)
+
+    def widget_message(self, comm_id: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """Send what a browser sends for a widget event; the IOPub messages until idle."""
+        msg = self.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+        self.kc.shell_channel.send(msg)
+        return self._until_idle(msg["header"]["msg_id"], 30)
+
+    def _until_idle(self, msg_id: str, timeout: float) -> list[dict[str, Any]]:
+        messages = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no idle within {timeout} s") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            messages.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return messages
+
+    def collect(self, until: Any, timeout: float = 30) -> list[dict[str, Any]]:
+        """IOPub messages from any request until ``until(messages)`` holds."""
+        messages: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while not until(messages):
+            try:
+                messages.append(
+                    self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+                )
+            except queue.Empty:
+                raise AssertionError(f"condition not met within {timeout} s") from None
+        return messages
+
+
+@pytest.fixture(scope="module")
+def kernel(llama_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KernelSession]:
+    with started_kernel(tmp_path_factory, "llm_nb widgets") as (km, kc):
+        yield KernelSession(km, kc)
+
+
+def click() -> dict[str, Any]:
+    return {"method": "custom", "content": {"event": "click"}}
+
+
+def answer_updates(comm_id: str) -> Any:
+    def of(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            m for m in messages
+            if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
+            and "outputs" in m["content"]["data"].get("state", {})
+        ]  # fmt: skip
+
+    return of
+
+
+def test_in_a_kernel_stop_gets_through_and_the_answer_is_saved_as_a_normal_output(
+    kernel: KernelSession, model: str, llama_server: Any
+) -> None:
+    shown = kernel.run(
+        f"import llm_nb\np = llm_nb.chat_panel({model!r}, max_tokens=3000, "
+        "extra={'ignore_eos': True})\np"
+    )
+    displays = [m for m in shown if m["msg_type"] == "display_data"]
+    # The widget, then the ordinary output that will hold the finished answers.
+    assert "application/vnd.jupyter.widget-view+json" in displays[0]["content"]["data"]
+    saved_id = displays[1]["content"]["transient"]["display_id"]
+    assert displays[1]["content"]["data"] == {"text/plain": ""}
+    # Panels that list models at once do it in the background: the cell does not wait.
+    assert kernel.value("llm_nb.model_picker().worker.task is not None") is True
+    ids = kernel.value(
+        "{'send': p.send_button.model_id, 'stop': p.stop_button.model_id, "
+        "'prompt': p.prompt.model_id}"
+    )
+    kernel.widget_message(
+        ids["prompt"],
+        {"method": "update", "state": {"value": "Write a very long story."}, "buffer_paths": []},
+    )
+    # The click's handler returns at once (the kernel goes idle) while the answer streams.
+    kernel.widget_message(ids["send"], click())
+    answer_id = kernel.value("p.answer.model_id")
+    live = kernel.collect(lambda ms: len(answer_updates(answer_id)(ms)) >= 3)
+    kernel.widget_message(ids["stop"], click())
+    after = kernel.collect(
+        lambda ms: any(
+            m["msg_type"] == "update_display_data"
+            and m["content"]["transient"]["display_id"] == saved_id
+            for m in ms
+        )
+    )
+    r = kernel.value(
+        "{'status': p.turns[0].record.status, 'text': p.turns[0].record.text, "
+        "'n': len(p.turns[0].record.trace.token_times_ns)}"
+    )
+    assert r["status"] == "cancelled" and 0 < r["n"] < 3000
+    (saved,) = [m for m in after if m["msg_type"] == "update_display_data"]
+    assert r["text"] in saved["content"]["data"]["text/markdown"]
+    assert "**[stopped]**" in saved["content"]["data"]["text/markdown"]
+    # Live redraws were throttled: at least ~0.1 s apart (the first shows the "waiting"
+    # mark at the click, the last is the final one, sent at once).
+    stamps = [m["header"]["date"].timestamp() for m in answer_updates(answer_id)(live + after)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps[1:-1])]
+    assert min(gaps, default=1.0) >= 0.09, gaps
+    final = answer_updates(answer_id)(after)[-1]["content"]["data"]["state"]["outputs"]
+    assert final[0]["data"]["text/plain"] == r["text"] + "\n[stopped]"
+    # Not generating 3000 tokens (minutes): stopped. The bound allows for a loaded machine.
+    deadline = time.monotonic() + 10
+    while any(s["is_processing"] for s in httpx.get(f"{llama_server.url}/slots").json()):
+        assert time.monotonic() < deadline, "llama-server is still generating"
+        time.sleep(0.05)
+
+
+def test_every_css_class_is_documented() -> None:
+    import re
+
+    from llm_nb import _widgets as widgets
+
+    doc = widgets.__doc__ or ""
+    package = Path(widgets.__file__).parent
+    used = {
+        name
+        for source in package.glob("*.py")
+        for name in re.findall(r'"(llm-nb-[a-z-]+)"', source.read_text())
+    }
+    assert len(used) > 40
+    for name in sorted(used):
+        prefixes = [f"llm-nb-{p}-" for p in ("picker", "chat", "compare")]
+        prefix = next((p for p in prefixes if name.startswith(p)), None)
+        short = f"``-{name.removeprefix(prefix)}``" if prefix else f"``{name}``"
+        assert f"``{name}``" in doc or short in doc, name
+    assert {"chat_panel", "compare_panel", "model_picker"} <= set(llm_nb.__all__)
