@@ -17,9 +17,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +49,29 @@ LAUNCH_ARGS = [
 ]
 
 DONE_PROMPT = re.compile(r"^\s*\[\d+\]:\s*$")
+
+
+def ensure_browser(report: Callable[[str], None]) -> None:
+    """Install Debian's chromium before the tests start when it is missing and this user may
+    (root, or sudo without a password), as the llama-server build is prepared: the README's
+    test command must work on a fresh machine. Otherwise leave it to :func:`require_browser`
+    to fail the browser tests with the hint."""
+    if CHROMIUM.is_file() or str(CHROMIUM) != "/usr/bin/chromium" or not shutil.which("apt-get"):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if sudo and not shutil.which("sudo"):
+        return
+    report("llm_nb tests: installing Debian's chromium for the browser tests (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
+    for step in ([*sudo, "apt-get", "update", "-q"], install):
+        done = subprocess.run(
+            step, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+            report(f"llm_nb tests: {' '.join(step)} failed ({done.returncode}): {tail[0]}")
+            return
 
 
 def require_browser() -> None:
