@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -134,18 +134,31 @@ class ChatStream:
             self._http = await self._send(record)
             trace.t_headers_ns = time.perf_counter_ns()
             decoder = self._dialect.decoder()
-            take = self._take
+            apply, absorb, clock = self._dialect.apply_chunk, self._absorb, time.perf_counter_ns
             body = _body_chunks(self._http)
-            async for chunk in body:
-                for delta in take(decoder.feed(chunk)):
-                    yield delta
-                if self._ended:
-                    # The rest (the chunked terminator) is read so the connection is reused.
-                    await drain(body)
-                    break
-            else:
-                for delta in take(decoder.flush()):
-                    yield delta
+            next_chunk = body.__anext__
+            # Chunk objects are applied to the record one at a time, each only when the caller
+            # asks for more, so a caller that stops early finds in the record just what it
+            # was given. One flat loop (no helper generator per read, no second loop for the
+            # decoder's flush): it runs once per token, and each level was a measurable share.
+            at_eof = False
+            while not (self._ended or at_eof):
+                try:
+                    objs = decoder.feed(await next_chunk())
+                except StopAsyncIteration:
+                    objs, at_eof = decoder.flush(), True
+                for obj in objs:
+                    deltas = apply(obj, record)
+                    if deltas is None:
+                        self._ended = True
+                        break
+                    if deltas:
+                        for delta in absorb(deltas, clock()):
+                            yield delta
+            if not at_eof:
+                # Ended by its marker: the rest (the chunked terminator) is read so the
+                # connection goes back to the pool.
+                await drain(body)
             if not self._ended:
                 # No [DONE] / done:true: the server closed the body early. Whatever came
                 # is kept, but the call did not complete.
@@ -198,17 +211,6 @@ class ChatStream:
             if self._http is not None:
                 await self._http.aclose()
             self._finish(status, error)
-
-    def _take(self, objs: Iterable[Any]) -> Iterator[Delta]:
-        """Apply the chunk objects of one read to the record, each only when the caller asks
-        for more, so a caller that stops early finds in the record just what it was given."""
-        for obj in objs:
-            deltas = self._dialect.apply_chunk(obj, self.response)
-            if deltas is None:
-                self._ended = True
-                return
-            if deltas:
-                yield from self._absorb(deltas, time.perf_counter_ns())
 
     def _absorb(self, deltas: list[Delta], now: int) -> list[Delta]:
         """Add deltas to the record and time them; returns them with tool-call indexes set."""

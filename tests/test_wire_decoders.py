@@ -141,3 +141,57 @@ def test_ndjson_arbitrary_bytes_only_protocol_error(data: bytes) -> None:
 def test_ndjson_roundtrip_any_split(objs: list[dict[str, object]], cuts: list[int]) -> None:
     data = b"".join(json.dumps(o, ensure_ascii=False).encode() + b"\n" for o in objs)
     assert nd_all(data, [c for c in cuts if c <= len(data)]) == objs
+
+
+# -- several whole frames in one read (the fast paths concurrent streams take) -----------------
+
+
+def _one_by_one(frames: list[bytes], feed: str) -> list[object]:
+    dec = SSEDecoder() if feed == "sse" else NDJSONDecoder()
+    out: list[object] = []
+    for frame in frames:
+        out += dec.feed_data(frame) if isinstance(dec, SSEDecoder) else dec.feed(frame)
+    return out
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n', b"data: [DONE]\n\n"],
+        [b'data: {"n":1}\n\n', b"event: note\ndata: x\n\n", b'data: {"n":3}\n\n'],
+        [b'data: {"n":1}\n\n', b": keep-alive\n\n", b'data: {"n":3}\n\n'],
+        [b'data: {"n":1}\n\n', b"data: a\ndata: b\n\n", b'data: {"n":3}\n\n'],
+        [b'data: {"n":1}\n\n', b"\n", b'data: "\xff"\n\n'],
+    ],
+)
+def test_sse_several_events_in_one_read_equal_one_by_one(frames: list[bytes]) -> None:
+    dec = SSEDecoder()
+    assert dec.feed_data(b"".join(frames)) == _one_by_one(frames, "sse")
+    assert dec.feed_data(b'data: {"after":1}\n\n') == ['{"after":1}']  # state left clean
+
+
+def test_sse_several_events_after_a_partial_line_wait_for_it() -> None:
+    dec = SSEDecoder()
+    assert dec.feed_data(b'data: {"n":') == []
+    assert dec.feed_data(b'1}\n\ndata: {"n":2}\n\n') == ['{"n":1}', '{"n":2}']
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b'{"n":1}\n', b'{"n":2}\n', b'{"done":true}\n'],
+        [b'{"n":1}\n', b"  \n", b'{"n":2}\n'],
+        [b'{"n":1}\n', b' {"n":2}\n'],  # leading space: the general JSON path
+    ],
+)
+def test_ndjson_several_lines_in_one_read_equal_one_by_one(frames: list[bytes]) -> None:
+    assert NDJSONDecoder().feed(b"".join(frames)) == _one_by_one(frames, "ndjson")
+
+
+@pytest.mark.parametrize("blank", [b"\xc2\xa0\n", b'{"a":"\xff"}\n', b'{"a":\n'])
+def test_ndjson_bad_line_among_several_is_a_protocol_error(blank: bytes) -> None:
+    """Whitespace that is not ASCII is not a blank line, on the multi-line path too."""
+    with pytest.raises(ProtocolError):
+        NDJSONDecoder().feed(b'{"n":1}\n' + blank)
+    with pytest.raises(ProtocolError):
+        _one_by_one([b'{"n":1}\n', blank], "ndjson")

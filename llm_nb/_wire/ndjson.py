@@ -51,6 +51,9 @@ def _excerpt(text: str) -> str:
     return redact_keylike(text[:1000])[:80]
 
 
+_ASCII_SPACE = " \t\n\r\x0b\x0c"
+
+
 class NDJSONDecoder:
     """Incremental: ``feed(bytes)`` returns the objects of the complete lines so far."""
 
@@ -70,6 +73,17 @@ class NDJSONDecoder:
             except UnicodeDecodeError:
                 return [parse_json(line, "NDJSON line")]  # raises, naming the bad bytes
             return [loads_frame(text, "NDJSON line")]
+        if self._lines.idle and chunk.endswith(b"\n") and b"\r" not in chunk:
+            # Several whole lines in one read (concurrent streams, a client that fell behind):
+            # one decode and one split, and each line through the fast JSON path.
+            try:
+                lines = chunk.decode().split("\n")
+            except UnicodeDecodeError:
+                pass  # the general path names the bad line
+            else:
+                lines.pop()  # the empty string after the final newline
+                # Blank means ASCII whitespace only, as bytes.strip() decides on the other paths.
+                return [loads_frame(x, "NDJSON line") for x in lines if x.strip(_ASCII_SPACE)]
         # json.loads takes bytes and validates UTF-8 itself, so no decode step is needed.
         return [parse_json(line, "NDJSON line") for line in self._lines.feed(chunk) if line.strip()]
 

@@ -51,6 +51,19 @@ class SSEDecoder:
             # line, so there is nothing to split, buffer or join.
             self._event = None
             return [decode_utf8(chunk[6:-2])]
+        if not self._data and self._lines.idle and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+            # Several whole events in one read (concurrent streams, a client that fell behind):
+            # split on the blank lines, if each event is one "data: " line and nothing else.
+            events = chunk[:-2].split(b"\n\n")
+            if chunk.count(b"\n") == 2 * len(events):  # no line inside an event but its data
+                out: list[str] = []
+                for event in events:
+                    if not event.startswith(b"data: "):
+                        break
+                    out.append(decode_utf8(event[6:]))
+                else:
+                    self._event = None
+                    return out
         return [event.data for event in self.feed(chunk)]
 
     def flush(self) -> list[SSEEvent]:
