@@ -35,6 +35,7 @@ Every test using one of the server fixtures (directly or through another fixture
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,6 +86,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Tests interrupt streams with real SIGINTs (to this process and to kernels it starts). A
+    # shell without job control starts background commands with SIGINT ignored, Python keeps
+    # it so, and children inherit it: the interrupts would vanish. Restore Ctrl-C first.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # Recording is on by default and appends to a store in the user's data dir; the test
     # session's calls go to a throwaway one instead (unless the caller chose a dir).
     if "LLM_NB_DATA_DIR" not in os.environ:
@@ -130,6 +136,30 @@ def shell() -> Iterator[InteractiveShell]:
     sh.run_line_magic("load_ext", "llm_nb")
     yield sh
     sh.run_line_magic("unload_ext", "llm_nb")
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_after_each_test() -> Iterator[None]:
+    """With LLM_NB_TEST_GC=1, collect garbage after every test, so that a socket or transport
+    left unclosed fails the test that left it rather than whichever test runs at the next
+    collection (how a leak is traced back to its test)."""
+    yield
+    if os.environ.get("LLM_NB_TEST_GC") == "1":
+        import gc
+
+        gc.collect()
+
+
+@pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handler (KeyboardInterrupt) for a test that sends itself SIGINT: a
+    shell without job control starts background commands (``cmd &``) with SIGINT ignored,
+    which Python then leaves ignored, and a plugin may have installed its own handler."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @pytest.fixture(scope="session")

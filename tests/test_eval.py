@@ -376,7 +376,7 @@ async def test_cancelled_run_resumes_without_redoing_finished_cells(reg: Registr
     assert second.requests == 4 + 6 + 6
 
 
-def test_ctrl_c_stops_sync_evaluate_and_keeps_finished_cells(reg: Registry) -> None:
+def test_ctrl_c_stops_sync_evaluate_and_keeps_finished_cells(reg: Registry, ctrl_c: None) -> None:
     server = MockServer(hold=frozenset({"p2"}))
     model = serve(reg, server, "eval-a:7").format("m")
     prompts = [f"p{i}" for i in range(4)]

@@ -12,14 +12,13 @@ The wires: SSE as OpenAI sends it, SSE as llama-server sends it, NDJSON as Ollam
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -506,18 +505,10 @@ async def test_cancelled_task_closes_connection(wire: Wire, rec: Recorder) -> No
         await assert_released(srv, p)
 
 
-@contextlib.contextmanager
-def default_sigint() -> Iterator[None]:
-    """Python's own Ctrl-C handler (KeyboardInterrupt), whatever a plugin installed."""
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, old)
-
-
 @wires
-def test_keyboard_interrupt_in_sync_stream_closes_connection(wire: Wire, rec: Recorder) -> None:
+def test_keyboard_interrupt_in_sync_stream_closes_connection(
+    wire: Wire, rec: Recorder, ctrl_c: None
+) -> None:
     """Ctrl-C (a real SIGINT to the main thread) while it iterates ``llm_nb.stream(...)``."""
     assert threading.current_thread() is threading.main_thread()
     with FaultServer(plays.answer(wire, SLOW, delay_s=0.05)) as srv:
@@ -542,10 +533,9 @@ def test_keyboard_interrupt_in_sync_stream_closes_connection(wire: Wire, rec: Re
                     n += 1
                     first.set()
 
-        with default_sigint():
-            killer.start()
-            with pytest.raises(KeyboardInterrupt):
-                consume()
+        killer.start()
+        with pytest.raises(KeyboardInterrupt):
+            consume()
         killer.join(5)
         assert sent_at and n >= 1
         assert srv.wait_disconnects(1, 2)
