@@ -86,6 +86,14 @@ def dead_host() -> Iterator[str]:
     forget(host)
 
 
+async def streaming(record: Any, chars: int, within_s: float = 30.0) -> None:
+    """Until ``record()`` (a panel's current call) holds ``chars`` characters of answer."""
+    deadline = time.monotonic() + within_s
+    while len(record().text) < chars:
+        assert time.monotonic() < deadline, "no tokens arrived"
+        await asyncio.sleep(0.02)
+
+
 async def slots_idle(url: str, within_s: float = 10.0) -> bool:
     deadline = time.monotonic() + within_s
     async with httpx.AsyncClient() as client:
@@ -161,10 +169,7 @@ async def test_stop_mid_answer_keeps_the_partial_text_and_frees_the_slot(
 ) -> None:
     panel = llm_nb.chat_panel(model, max_tokens=3000, extra=LONG)
     panel.send("Write a very long story about a dragon.")
-    deadline = time.monotonic() + 30
-    while len(panel.turns[0].record.text) < 40:
-        assert time.monotonic() < deadline, "no tokens arrived"
-        await asyncio.sleep(0.02)
+    await streaming(lambda: panel.turns[0].record, 40)
     # The loop is free while the answer streams, so Stop gets through.
     panel.stop_button.click()
     await panel.wait()
@@ -282,10 +287,7 @@ async def test_compare_stop_and_a_failing_model(
     panel = llm_nb.compare_panel([model, dead], max_tokens=3000, extra=LONG)
     await panel.wait()
     panel.run("Write a very long story.")
-    deadline = time.monotonic() + 30
-    while len(panel.calls[0].record.text) < 20:
-        assert time.monotonic() < deadline, "no tokens arrived"
-        await asyncio.sleep(0.02)
+    await streaming(lambda: panel.calls[0].record, 20)
     panel.stop_button.click()
     await panel.wait()
     live, failed = panel.calls
@@ -302,8 +304,6 @@ async def test_compare_stop_and_a_failing_model(
     await panel.wait()
     assert [c.record.status for c in panel.calls] == ["cancelled"]
     assert shown_text(panel._answers[0]).endswith("[stopped]") and not panel.run_button.disabled
-    for p in registry().providers():
-        await p.aclose()
     gc.collect()  # the leak above surfaces here, not in a later test
 
 

@@ -243,10 +243,7 @@ class _SSEChunks:
         self._what = what
 
     def feed(self, chunk: bytes) -> list[Any]:
-        datas = self._sse.feed_data(chunk)
-        if len(datas) == 1 and datas[0] != "[DONE]":  # one event per read, as servers send
-            return [loads_frame(datas[0], self._what)]
-        return self._objects(datas)
+        return self._objects(self._sse.feed_data(chunk))
 
     def flush(self) -> list[Any]:
         return self._objects([event.data for event in self._sse.flush()])
