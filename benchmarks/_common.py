@@ -37,12 +37,13 @@ class Sizes:
     display_rate: float = 2000.0
     concurrency: tuple[int, ...] = (1, 4, 16, 64)
     concurrency_total_chunks: int = 64_000
-    # Medians of five: client and server share two cores, and one run of a pair was seen to
-    # move by 15-25% from the next; three left the ratio at the mercy of one bad run.
-    concurrency_reps: int = 5
+    # Medians of nine paired runs: client and server share two cores, and one run of a pair
+    # was seen to move by 15-25% from the next; with five, two identical runs of the whole
+    # part still differed by 0.1 in a ratio (2026-12-02).
+    concurrency_reps: int = 9
     llama_concurrency: tuple[int, ...] = (1, 2, 4)
     llama_tokens: int = 64
-    llama_reps: int = 5
+    llama_reps: int = 7
     fidelity_calls: int = 20
 
     @classmethod

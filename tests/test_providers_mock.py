@@ -540,3 +540,49 @@ def test_sync_facade_inside_running_loop() -> None:
         return whole, streamed
 
     assert asyncio.run(cell()) == ("ok", "ok")
+
+
+@pytest.mark.parametrize(
+    ("cls", "base"),
+    [
+        (OpenAIProvider, "http://127.0.0.1:8000/v1"),
+        (OpenAIProvider, "https://example.invalid/openai/v1/"),
+        (LlamaCppProvider, "http://127.0.0.1:8080"),
+        (OllamaProvider, "http://127.0.0.1:11434/"),
+    ],
+)
+@pytest.mark.parametrize("path", ["/chat/completions", "/api/tags", "/models?reload=1", "/"])
+async def test_requests_go_where_httpx_would_send_the_relative_path(
+    cls: type[Any], base: str, path: str
+) -> None:
+    # Providers join each path to the base URL once and reuse it (httpx re-parses both on
+    # every request otherwise); the URL must be the one httpx builds from the relative path.
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={})
+
+    p = cls(base, transport=httpx.MockTransport(handler), retry=FAST)
+    client = p._client()
+    for _ in range(2):  # joined, then from the cache
+        await p._request("GET", path)
+    assert seen == [str(client.build_request("GET", path).url)] * 2
+    await p.aclose()
+
+
+async def test_paths_that_are_not_cached_still_work() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        return httpx.Response(200, json={})
+
+    p = OpenAIProvider(
+        "http://127.0.0.1:8000/v1", transport=httpx.MockTransport(handler), retry=FAST
+    )
+    for i in range(70):  # more distinct paths than are kept
+        await p._request("GET", f"/models/m{i}")
+    await p._request("GET", "models/relative")  # no leading slash: joined by httpx itself
+    assert seen == [f"/v1/models/m{i}" for i in range(70)] + ["/v1/models/relative"]
+    await p.aclose()

@@ -30,6 +30,7 @@ from .._errors import (
     status_error_class,
 )
 from .ndjson import parse_json
+from .pool import use_lean_pool
 
 # 501 Not Implemented is permanent (llama-server without --embeddings answers it), so unlike
 # openai-python we do not retry it.
@@ -115,6 +116,7 @@ def make_client(
             ),
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
+        use_lean_pool(transport)
     return httpx.AsyncClient(
         base_url=base_url,
         headers=headers,
