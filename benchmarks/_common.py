@@ -36,7 +36,9 @@ class Sizes:
     display_tokens: int = 10_000
     display_rate: float = 2000.0
     concurrency: tuple[int, ...] = (1, 4, 16, 64)
-    concurrency_total_chunks: int = 64_000
+    # About two seconds a run (was one): the shared machine's speed swings by up to ±25%
+    # between one-second runs, and a longer run averages more of that out.
+    concurrency_total_chunks: int = 128_000
     # Medians of nine paired runs: client and server share two cores, and one run of a pair
     # was seen to move by 15-25% from the next; with five, two identical runs of the whole
     # part still differed by 0.1 in a ratio (2026-12-02).

@@ -18,7 +18,6 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ from tests.faults import (
     Wire,
     client_sockets,
     plays,
+    until,
 )
 from tests.faults.recording import only_recorder
 
@@ -75,16 +75,6 @@ def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
 def only_row(rec: Recorder) -> dict[str, Any]:
     (row,) = rec.rows()
     return row
-
-
-async def until(pred: Callable[[], bool], timeout: float = 3.0) -> bool:
-    """Poll ``pred`` without blocking the loop (socket closes complete on the loop)."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 async def assert_released(srv: FaultServer, p: Provider, *, pooled_ok: bool = False) -> None:

@@ -23,7 +23,6 @@ import gc
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import psutil
@@ -36,7 +35,7 @@ from llm_nb._stream import ChatStream
 from llm_nb._types import ChatResponse
 from llm_nb._wire.http import HTTPConfig, RetryPolicy
 from llm_nb.providers import LlamaCppProvider
-from tests.faults import LLAMACPP, OLLAMA, FaultServer, Wire, client_sockets, plays
+from tests.faults import LLAMACPP, OLLAMA, FaultServer, Wire, client_sockets, plays, until
 from tests.faults.recording import only_recorder
 
 pytestmark = pytest.mark.timeout(240)
@@ -72,15 +71,6 @@ def fds() -> int:
 
 def live_records() -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, ChatResponse))
-
-
-async def until(pred: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 
 from llm_nb._wire.http import HTTPConfig, make_client
 from llm_nb._wire.pool import LeanPool, use_lean_pool
-from tests.faults import Conn, FaultServer, Request
+from tests.faults import Conn, FaultServer, Request, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -79,14 +79,6 @@ def watch_passes(pool: Any) -> list[int]:
 
     pool._assign_requests_to_connections = counted
     return passes
-
-
-async def until(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
-    for _ in range(int(timeout / 0.01)):
-        if pred():
-            return True
-        await asyncio.sleep(0.01)
-    return pred()
 
 
 def test_provider_clients_get_the_lean_pool() -> None:

@@ -12,6 +12,10 @@ plays.py for the faults.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+
 import psutil
 
 from . import plays
@@ -32,6 +36,7 @@ __all__ = [
     "Wire",
     "client_sockets",
     "plays",
+    "until",
 ]
 
 
@@ -44,3 +49,14 @@ def client_sockets(port: int) -> list[str]:
         if c.raddr and c.raddr.port == port:
             out.append(f"{c.laddr.ip}:{c.laddr.port}->{c.raddr.ip}:{c.raddr.port} {c.status}")
     return out
+
+
+async def until(pred: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``pred`` without blocking the loop (socket closes complete on the loop); whether
+    it came true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
