@@ -19,7 +19,7 @@ import pytest
 
 from llm_nb._wire.http import HTTPConfig, make_client
 from llm_nb._wire.pool import LeanPool, use_lean_pool
-from tests.faults import Conn, FaultServer, Request, until
+from tests.faults import Conn, FaultServer, Request, client_sockets, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -190,3 +190,30 @@ async def test_a_full_pool_swaps_an_idle_connection_for_another_origin() -> None
             assert b.open_connections == 1
         finally:
             await client.aclose()
+
+
+async def test_closing_the_client_mid_connect_leaves_no_socket_open() -> None:
+    """A client closed while a request of its own is still connecting (the recorder's
+    background props() call racing a provider's aclose did this): httpcore's pool closed
+    the connections it listed, which does nothing to one being opened; the request then went
+    on over it and left the socket open in no list. The close lands at each point of the
+    request's way in turn (after 0, 1, 2... loop steps); whatever the request does then, once
+    it has ended no socket of this process is left connected to the server."""
+    with FaultServer(ok()) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        outcomes = set()
+        for steps in range(12):
+            client = make_client(srv.url, {}, HTTPConfig())
+            request = asyncio.ensure_future(client.get(f"/{steps}"))
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            await client.aclose()
+            try:
+                outcomes.add((await request).status_code)
+            # Closed before it was sent (RuntimeError from httpx) or under it: an error is
+            # fine, a leak is not.
+            except (httpx.HTTPError, RuntimeError) as exc:
+                outcomes.add(type(exc).__name__)
+            assert await until(lambda: not client_sockets(port)), (steps, client_sockets(port))
+    # The close did land mid-request for some step counts, and after it for others.
+    assert 200 in outcomes and len(outcomes) > 1, outcomes

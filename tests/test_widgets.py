@@ -10,7 +10,6 @@ caller's thread). One test drives a real ipykernel over its sockets, as a browse
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import json
 import queue
@@ -273,13 +272,6 @@ async def test_compare_panel_streams_every_column_then_stats_and_plot(
     assert not panel.run_button.disabled and panel.stop_button.disabled
 
 
-# Known leak, tracked in its own issue: after test_compare_panel_streams..., stopping this
-# compare run leaves one keep-alive socket to the server unreachable but unclosed about one
-# run in four (`LLM_NB_TEST_GC=1 pytest tests/test_widgets.py` shows it). The server does
-# see the disconnect (slots_idle below). Its ResourceWarning is collected here, at the end of
-# this test, and not turned into an error; everywhere else unclosed sockets still fail.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_compare_stop_and_a_failing_model(
     kernel_loop: Any, model: str, dead_host: str, llama_server: Any
 ) -> None:
@@ -304,7 +296,6 @@ async def test_compare_stop_and_a_failing_model(
     await panel.wait()
     assert [c.record.status for c in panel.calls] == ["cancelled"]
     assert shown_text(panel._answers[0]).endswith("[stopped]") and not panel.run_button.disabled
-    gc.collect()  # the leak above surfaces here, not in a later test
 
 
 def test_compare_plot_is_skipped_without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,9 @@ in the pool is never handed out again, the idle ones are counted once against
 httpcore's (closed connections dropped, expired ones closed, a new connection while under
 ``max_connections``, else an idle one swapped for a new one). Only plain HTTP/1.1 pools are
 swapped: there one connection carries one request at a time, which the reservation relies on.
+
+Its ``aclose`` also closes, once its request ends, a connection that was still being opened
+when the pool closed; httpcore's leaves that one open (tests/test_pool.py shows both).
 """
 
 from __future__ import annotations
@@ -33,7 +36,24 @@ log = logging.getLogger("llm_nb.http")
 
 
 class LeanPool(httpcore.AsyncConnectionPool):
-    """An ``httpcore.AsyncConnectionPool`` whose assignment pass is linear (see module doc)."""
+    """An ``httpcore.AsyncConnectionPool`` whose assignment pass is linear (see module doc),
+    and whose ``aclose`` does not leak a connection that was still being opened."""
+
+    #: Set by aclose; a class default because pools become LeanPools by a class swap.
+    _lean_closed = False
+
+    async def aclose(self) -> None:
+        # httpcore closes every pooled connection and forgets them all; closing one that is
+        # still connecting does nothing, so when the connect completes, the request in flight
+        # goes on over it and leaves it open, in no list, until the garbage collector finds
+        # the socket (seen: the recorder's background props() call racing a provider's
+        # aclose). Those stay listed, and once their request ends, the pass closes them.
+        self._lean_closed = True
+        with self._optional_thread_lock:
+            connections = list(self._connections)
+        await super().aclose()
+        with self._optional_thread_lock:
+            self._connections += [c for c in connections if not c.is_closed()]
 
     def _assign_requests_to_connections(self) -> list[AsyncConnectionInterface]:
         # Connections a request in the pool holds, started on or not: never handed out twice.
@@ -47,7 +67,7 @@ class LeanPool(httpcore.AsyncConnectionPool):
             if connection.is_idle():
                 # Only an idle connection can have expired (its keep-alive timer runs, and the
                 # server may have closed it), so only idle ones pay has_expired's socket poll.
-                if connection.has_expired():
+                if self._lean_closed or connection.has_expired():
                     closing.append(connection)
                     continue
                 if id(connection) not in held:
