@@ -11,7 +11,6 @@ import asyncio
 import io
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from llm_nb._loop import get_loop
 from llm_nb._registry import Registry
 from llm_nb._wire.http import RetryPolicy
 from llm_nb.providers import LlamaCppProvider
+from tests.kernels import started_kernel
 
 # -- a scripted llama-server -------------------------------------------------------------------
 
@@ -605,25 +605,20 @@ def test_evaluate_on_llama_server(llama_server: Any) -> None:
 
 
 def test_evaluate_in_a_kernel_shows_a_widget_and_survives_an_interrupt(
-    llama_server: Any, tmp_path: Path
+    llama_server: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Sync evaluate() in a real IPython kernel (its loop is running): a progress widget,
     and a kernel interrupt that stops the run within moments and keeps finished cells."""
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
+    with started_kernel(tmp_path_factory, "llm_nb eval") as (km, kc):
+        out = _interrupt_then_resume(km, kc, llama_server)
+    assert out["n"] == out["ok"] == 8 and out["resumed"] >= 1
+    # Every cell was answered once: the finished ones were not sent again.
+    assert out["calls_ok"] == 8 and out["cancelled"] >= 1
 
-    spec = tmp_path / "kernels" / "llmnb-eval"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "t"}))
-    km = KernelManager(
-        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]),
-        kernel_name="llmnb-eval",
-    )
-    repo = str(Path(__file__).resolve().parents[1])
-    km.start_kernel(env={**os.environ, "PYTHONPATH": repo, "LLM_NB_DATA_DIR": str(tmp_path)})
-    kc = km.blocking_client()
-    kc.start_channels()
+
+def _interrupt_then_resume(km: Any, kc: Any, llama_server: Any) -> dict[str, Any]:
+    """Run evaluate() in the kernel, interrupt it once a cell has finished, then resume;
+    what the resumed run printed."""
 
     def execute(
         code: str, interrupt_when: Callable[[dict[str, Any]], bool] | None = None
@@ -663,39 +658,32 @@ def test_evaluate_in_a_kernel_shows_a_widget_and_survives_an_interrupt(
         f"extra={{'ignore_eos': True}})\n"
         f"models = [{model!r}]\n"
     )
-    try:
-        kc.wait_for_ready(timeout=60)
-        _, content = execute(setup)
-        assert content["status"] == "ok", content
-        messages, content = execute(
-            "r = llm_nb.evaluate(prompts, models, resume=False, **kw)", a_cell_done
+    _, content = execute(setup)
+    assert content["status"] == "ok", content
+    messages, content = execute(
+        "r = llm_nb.evaluate(prompts, models, resume=False, **kw)", a_cell_done
+    )
+    assert content["status"] == "error" and content["ename"] == "KeyboardInterrupt"
+    assert time.monotonic() - interrupted_at[0] < 5  # stopped promptly
+    widgets = [
+        m for m in messages
+        if "application/vnd.jupyter.widget-view+json" in m["content"].get("data", {})
+    ]  # fmt: skip
+    assert len(widgets) == 1
+    printed, content = execute(
+        "r = llm_nb.evaluate(prompts, models, resume=True, **kw)\n"
+        "s = llm_nb.stats('kernel-run')\n"
+        "print(json.dumps({'resumed': r.resumed, 'n': len(r.frame), "
+        "'ok': int((r.frame.status == 'ok').sum()), "
+        "'calls_ok': int((s.status == 'ok').sum()), "
+        "'cancelled': int((s.status == 'cancelled').sum())}))"
+    )
+    assert content["status"] == "ok", content
+    out = json.loads(
+        "".join(
+            m["content"]["text"]
+            for m in printed
+            if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
         )
-        assert content["status"] == "error" and content["ename"] == "KeyboardInterrupt"
-        assert time.monotonic() - interrupted_at[0] < 5  # stopped promptly
-        widgets = [
-            m for m in messages
-            if "application/vnd.jupyter.widget-view+json" in m["content"].get("data", {})
-        ]  # fmt: skip
-        assert len(widgets) == 1
-        printed, content = execute(
-            "r = llm_nb.evaluate(prompts, models, resume=True, **kw)\n"
-            "s = llm_nb.stats('kernel-run')\n"
-            "print(json.dumps({'resumed': r.resumed, 'n': len(r.frame), "
-            "'ok': int((r.frame.status == 'ok').sum()), "
-            "'calls_ok': int((s.status == 'ok').sum()), "
-            "'cancelled': int((s.status == 'cancelled').sum())}))"
-        )
-        assert content["status"] == "ok", content
-        out = json.loads(
-            "".join(
-                m["content"]["text"]
-                for m in printed
-                if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
-            )
-        )
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-    assert out["n"] == out["ok"] == 8 and out["resumed"] >= 1
-    # Every cell was answered once: the finished ones were not sent again.
-    assert out["calls_ok"] == 8 and out["cancelled"] >= 1
+    )
+    return out

@@ -10,6 +10,7 @@ connection for one to another origin. What it must drop: the rounds of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -217,3 +218,46 @@ async def test_closing_the_client_mid_connect_leaves_no_socket_open() -> None:
             assert await until(lambda: not client_sockets(port)), (steps, client_sockets(port))
     # The close did land mid-request for some step counts, and after it for others.
     assert 200 in outcomes and len(outcomes) > 1, outcomes
+
+
+async def test_a_request_cancelled_anywhere_on_its_way_frees_its_slot() -> None:
+    """One connection allowed; a request cancelled after 0, 1, 2... loop steps. httpcore
+    left a connection opened (or being opened) for a cancelled request listed for good,
+    holding the only slot, so the next request waited out its pool timeout."""
+    with FaultServer(ok()) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        for steps in range(12):
+            transport = lean_transport(max_connections=1)
+            client = httpx.AsyncClient(
+                base_url=srv.url, transport=transport, timeout=httpx.Timeout(5, pool=1.0)
+            )
+            try:
+                request = asyncio.ensure_future(client.get("/cancelled"))
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                request.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+                assert (await client.get("/next")).status_code == 200, steps
+            finally:
+                await client.aclose()
+            assert await until(lambda: not client_sockets(port)), (steps, client_sockets(port))
+
+
+async def test_a_cancelled_aclose_loses_no_connection() -> None:
+    """httpcore's aclose unlists every connection before closing them one by one; cancelled
+    midway, the rest stayed open in no list. Here they stay listed, so closing again (or the
+    next pass) reaches them."""
+    with FaultServer(all_at_once(12)) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        transport = lean_transport(max_connections=32, max_keepalive_connections=32)
+        client = httpx.AsyncClient(base_url=srv.url, transport=transport)
+        await asyncio.gather(*(client.get(f"/{i}") for i in range(12)))
+        assert len(client_sockets(port)) == 12
+        closing = asyncio.ensure_future(transport.aclose())
+        await asyncio.sleep(0)
+        closing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closing
+        await transport.aclose()
+        assert await until(lambda: not client_sockets(port)), client_sockets(port)

@@ -20,8 +20,10 @@ httpcore's (closed connections dropped, expired ones closed, a new connection wh
 ``max_connections``, else an idle one swapped for a new one). Only plain HTTP/1.1 pools are
 swapped: there one connection carries one request at a time, which the reservation relies on.
 
-Its ``aclose`` also closes, once its request ends, a connection that was still being opened
-when the pool closed; httpcore's leaves that one open (tests/test_pool.py shows both).
+Two leaks of httpcore's pool are closed too (tests/test_pool.py fails on httpcore's for each):
+a connection still being opened when the pool is closed stays open once its request ends, and
+a connection opened for a request that is cancelled before using it keeps one of the
+``max_connections`` slots for good.
 """
 
 from __future__ import annotations
@@ -47,13 +49,13 @@ class LeanPool(httpcore.AsyncConnectionPool):
         # still connecting does nothing, so when the connect completes, the request in flight
         # goes on over it and leaves it open, in no list, until the garbage collector finds
         # the socket (seen: the recorder's background props() call racing a provider's
-        # aclose). Those stay listed, and once their request ends, the pass closes them.
+        # aclose). Here all stay listed: the next pass drops the closed ones, and the pass
+        # that ends a request closes its connection (the pool is closed: nothing is kept).
+        # Nothing is unlisted first, so a cancelled aclose cannot lose one either.
         self._lean_closed = True
         with self._optional_thread_lock:
-            connections = list(self._connections)
-        await super().aclose()
-        with self._optional_thread_lock:
-            self._connections += [c for c in connections if not c.is_closed()]
+            closing = list(self._connections)
+        await self._close_connections(closing)
 
     def _assign_requests_to_connections(self) -> list[AsyncConnectionInterface]:
         # Connections a request in the pool holds, started on or not: never handed out twice.
@@ -63,6 +65,12 @@ class LeanPool(httpcore.AsyncConnectionPool):
         free: list[AsyncConnectionInterface] = []
         for connection in self._connections:
             if connection.is_closed():
+                continue
+            if id(connection) not in held and not connection.is_idle():
+                # Opening, or opened and not yet started on, for a request that was cancelled
+                # meanwhile (httpcore leaves these listed for good, each holding one of the
+                # max_connections slots, encode/httpcore#1093): no request will use it.
+                closing.append(connection)
                 continue
             if connection.is_idle():
                 # Only an idle connection can have expired (its keep-alive timer runs, and the
@@ -107,16 +115,30 @@ def use_lean_pool(transport: httpx.AsyncHTTPTransport) -> bool:
 
     The class is swapped in place rather than the pool rebuilt, so every option httpx passed
     (TLS context, limits, socket options, local address) stays exactly as httpx set it;
-    LeanPool adds no state, only the one method.
+    LeanPool adds no state but a closed flag.
     """
     pool = getattr(transport, "_pool", None)
-    if type(pool) is not httpcore.AsyncConnectionPool or pool._http2:
-        return False
-    if not all(
-        hasattr(pool, name)
-        for name in ("_requests", "_connections", "_max_connections", "_max_keepalive_connections")
-    ):  # an httpcore whose internals moved: keep its own pool rather than guess
+    if type(pool) is not httpcore.AsyncConnectionPool:
+        return False  # a proxy pool, or one swapped already
+    if not all(hasattr(pool, name) for name in _RELIED_ON):
+        # An httpcore whose internals differ (1.0.2 has no _optional_thread_lock): keep its
+        # own pool rather than guess.
         log.debug("httpcore %s: keeping its own connection pool", httpcore.__version__)
+        return False
+    if pool._http2:
         return False
     pool.__class__ = LeanPool
     return True
+
+
+#: What LeanPool uses of httpcore's pool besides its public interface.
+_RELIED_ON = (
+    "_assign_requests_to_connections",
+    "_close_connections",
+    "_optional_thread_lock",
+    "_requests",
+    "_connections",
+    "_max_connections",
+    "_max_keepalive_connections",
+    "_http2",
+)
