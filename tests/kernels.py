@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -45,3 +48,23 @@ def started_kernel(
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def iopub_until_idle(
+    kc: BlockingKernelClient, msg_id: str, timeout: float
+) -> Iterator[dict[str, Any]]:
+    """The IOPub messages of request ``msg_id``, up to and including its ``idle`` status;
+    AssertionError (naming what came) if the kernel is not idle within ``timeout`` s."""
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no idle within {timeout} s; got {seen}") from None
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        seen.append(msg)
+        yield msg
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return

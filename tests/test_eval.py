@@ -36,7 +36,7 @@ from llm_nb._loop import get_loop
 from llm_nb._registry import Registry
 from llm_nb._wire.http import RetryPolicy
 from llm_nb.providers import LlamaCppProvider
-from tests.kernels import started_kernel
+from tests.kernels import iopub_until_idle, started_kernel
 
 # -- a scripted llama-server -------------------------------------------------------------------
 
@@ -625,21 +625,16 @@ def _interrupt_then_resume(km: Any, kc: Any, llama_server: Any) -> dict[str, Any
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         msg_id = kc.execute(code)
         messages: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 120
-        while True:
-            msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
+        for msg in iopub_until_idle(kc, msg_id, 120):
             messages.append(msg)
             if interrupt_when is not None and interrupt_when(msg):
                 interrupt_when = None
                 interrupted_at.append(time.monotonic())
                 km.interrupt_kernel()
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                while True:  # skip stale replies (wait_for_ready may leave a kernel_info one)
-                    reply = kc.get_shell_msg(timeout=10)
-                    if reply["parent_header"].get("msg_id") == msg_id:
-                        return messages, reply["content"]
+        while True:  # skip stale replies (wait_for_ready may leave a kernel_info one)
+            reply = kc.get_shell_msg(timeout=10)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return messages, reply["content"]
 
     interrupted_at: list[float] = []
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import queue
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 from tests.contract import OllamaContractServer
-from tests.kernels import started_kernel
+from tests.kernels import iopub_until_idle, started_kernel
 
 LONG = "-x '{\"ignore_eos\": true}'"  # llama-server: generate up to -n tokens
 
@@ -55,21 +54,12 @@ class Kernel:
     ) -> Reply:
         msg_id = self.kc.execute(code)
         reply = Reply()
-        deadline = time.monotonic() + timeout
         interrupted = False
-        while True:
-            try:
-                msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no idle within {timeout} s; got {reply.messages}") from None
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
+        for msg in iopub_until_idle(self.kc, msg_id, timeout):
             reply.messages.append(msg)
             if interrupt_when is not None and not interrupted and interrupt_when(reply):
                 self.km.interrupt_kernel()
                 interrupted = True
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
         shell = self.kc.get_shell_msg(timeout=10)
         reply.content = shell["content"]
         return reply

@@ -33,7 +33,7 @@ from llm_nb._widgets._parts import shown_text
 from llm_nb._wire.http import RetryPolicy
 from llm_nb.providers.llamacpp import LlamaCppProvider
 from tests.contract import OllamaContractServer
-from tests.kernels import started_kernel
+from tests.kernels import iopub_until_idle, started_kernel
 
 LONG = {"ignore_eos": True}  # llama-server: keep generating up to max_tokens
 
@@ -474,18 +474,7 @@ class KernelSession:
         return self._until_idle(msg["header"]["msg_id"], 30)
 
     def _until_idle(self, msg_id: str, timeout: float) -> list[dict[str, Any]]:
-        messages = []
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no idle within {timeout} s") from None
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            messages.append(msg)
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return messages
+        return list(iopub_until_idle(self.kc, msg_id, timeout))
 
     def collect(self, until: Any, timeout: float = 30) -> list[dict[str, Any]]:
         """IOPub messages from any request until ``until(messages)`` holds."""
