@@ -43,6 +43,10 @@ class Sizes:
     # was seen to move by 15-25% from the next; with five, two identical runs of the whole
     # part still differed by 0.1 in a ratio (2026-12-02).
     concurrency_reps: int = 9
+    # Many short answers at once (workers x answers each x tokens): the per-call part.
+    short_streams: int = 64
+    short_calls: int = 10
+    short_tokens: int = 10
     llama_concurrency: tuple[int, ...] = (1, 2, 4)
     llama_tokens: int = 64
     llama_reps: int = 7
@@ -72,6 +76,8 @@ class Sizes:
             concurrency=(1, 4),
             concurrency_total_chunks=2_000,
             concurrency_reps=1,
+            short_streams=4,
+            short_calls=2,
             llama_concurrency=(1,),
             llama_tokens=8,
             llama_reps=1,

@@ -1,13 +1,14 @@
 """The streaming clients being compared, each run alone in a subprocess.
 
     python -m benchmarks.clients --client NAME --wire sse|ndjson --url URL --chunks N
-                                 [--streams S] [--warmup-chunks W] [--profile FILE]
+                                 [--streams S] [--calls C] [--warmup-chunks W] [--profile FILE]
 
 Every client does the same work a user's loop does: send one chat request, take each content
 delta out of the stream and keep it. The process warms up with one short stream (connection
-open, lazy imports done), then measures ``S`` concurrent streams of ``N`` tokens each and
-prints wall time, this process's CPU time (all threads: llm_nb's recorder and hardware
-sampler included when recording is on) and what arrived.
+open, lazy imports done), then measures ``S`` concurrent streams of ``N`` tokens each (with
+``--calls C``, each of the ``S`` asks for ``C`` answers one after another) and prints wall
+time, this process's CPU time (all threads: llm_nb's recorder and hardware sampler included
+when recording is on) and what arrived.
 
 Wires: ``sse`` (OpenAI), ``ndjson`` (Ollama), ``llamacpp`` (OpenAI SSE from a real
 llama-server, read by llm_nb's LlamaCppProvider). Clients: ``httpx`` (the floor:
@@ -204,8 +205,10 @@ async def measure(
     model: str = "firehose",
     extra: dict[str, Any] | None = None,
     profile: str | None = None,
+    calls: int = 1,
 ) -> dict[str, Any]:
-    """Warm up, then time ``streams`` concurrent answers of ``chunks`` tokens each."""
+    """Warm up, then time ``streams`` concurrent workers, each asking for ``calls`` answers
+    of ``chunks`` tokens one after another."""
     one, close = CLIENTS[client](url, wire, model, dict(extra or {}))
     try:
         if warmup_chunks:
@@ -218,24 +221,30 @@ async def measure(
             profiler = cProfile.Profile()
             profiler.enable()
         c0, t0 = time.process_time(), time.perf_counter()
-        counts = await asyncio.gather(*(one(chunks) for _ in range(streams)))
+        per_worker = await asyncio.gather(*(_in_turn(one, chunks, calls) for _ in range(streams)))
         t1, c1 = time.perf_counter(), time.process_time()
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(profile)
     finally:
         await close()
+    counts = [c for worker in per_worker for c in worker]
     received = sum(c for c, _ in counts)
     return {
         "client": client,
         "wire": wire,
         "streams": streams,
+        "calls": calls,
         "chunks": chunks,
         "received": received,
         "chars": sum(c for _, c in counts),
         "wall_s": t1 - t0,
         "cpu_s": c1 - c0,
     }
+
+
+async def _in_turn(one: One, chunks: int, calls: int) -> list[Counts]:
+    return [await one(chunks) for _ in range(calls)]
 
 
 def main() -> None:
@@ -250,6 +259,7 @@ def main() -> None:
     parser.add_argument("--url", required=True, help="server root, e.g. http://127.0.0.1:8123")
     parser.add_argument("--chunks", type=int, default=100_000, help="tokens per stream")
     parser.add_argument("--streams", type=int, default=1, help="concurrent streams")
+    parser.add_argument("--calls", type=int, default=1, help="answers per stream, in turn")
     parser.add_argument("--warmup-chunks", type=int, default=200)
     parser.add_argument("--model", default="firehose")
     parser.add_argument("--extra", type=json.loads, default={}, help="JSON request fields")
@@ -268,6 +278,7 @@ def main() -> None:
             args.model,
             args.extra,
             args.profile,
+            args.calls,
         )
     )
     emit(result)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from ._common import Row, Section, Sizes, firehose, median, prime, run_child
+from ._common import Row, Section, Sizes, child_env, firehose, median, prime, run_child
 from .llama import ALIAS, llama_server
 
 TARGET = 0.95
@@ -26,6 +26,8 @@ def _pair(
     warmup: int,
     model: str = "firehose",
     extra: dict[str, object] | None = None,
+    calls: int = 1,
+    env: dict[str, str] | None = None,
 ) -> dict[str, list[float] | str]:
     """Throughput (chunks/s, all streams together) and CPU seconds per client, alternating who
     goes first; ``<client>_cpu`` holds the CPU figures."""
@@ -58,14 +60,17 @@ def _pair(
                 str(warmup),
                 "--model",
                 model,
+                "--calls",
+                str(calls),
             ]
             if extra:
                 args += ["--extra", json.dumps(extra)]
-            result = run_child(args, timeout=600)
+            result = run_child(args, timeout=600, env=env)
+            expected = streams * calls * chunks
             if "error" in result:
                 out[client] = result["error"]
-            elif result["received"] != streams * chunks:
-                out[client] = f"received {result['received']} of {streams * chunks} chunks"
+            elif result["received"] != expected:
+                out[client] = f"received {result['received']} of {expected} chunks"
             else:
                 runs.append(result["received"] / result["wall_s"])
                 cpu = out[f"{client}_cpu"]
@@ -115,6 +120,38 @@ def _row(label: str, n: int, result: dict[str, list[float] | str], note: str = "
     )
 
 
+def _per_call_row(
+    n: int, calls: int, tokens: int, recording: str, result: dict[str, list[float] | str]
+) -> Row:
+    cpu_mine, cpu_base = result["llm_nb_cpu"], result["httpx_cpu"]
+    thr_mine, thr_base = result["llm_nb"], result["httpx"]
+    ours = theirs = ratio = None
+    notes = [f"{k}: {v}" for k, v in result.items() if isinstance(v, str)]
+    if (
+        isinstance(cpu_mine, list) and isinstance(cpu_base, list) and isinstance(thr_mine, list)
+        and isinstance(thr_base, list) and cpu_mine and len(cpu_mine) == len(cpu_base)
+    ):  # fmt: skip
+        per_call_ms = 1000 / (n * calls)  # a run's CPU seconds -> ms per call
+        ours, theirs = median(cpu_mine) * per_call_ms, median(cpu_base) * per_call_ms
+        ratio = paired_ratio(cpu_mine, cpu_base)
+        notes[:0] = [
+            f"median of {len(cpu_mine)} paired runs",
+            f"throughput llm_nb / httpx {paired_ratio(thr_mine, thr_base):.2f}",
+        ]
+    return Row(
+        "concurrency",
+        f"CPU per call, {n} at a time, {calls} answers each of {tokens} tokens, firehose (SSE): "
+        f"llm_nb, recording {recording}",
+        ours,
+        theirs,
+        "asyncio.gather of httpx streams",
+        "ms",
+        target="(info)",
+        ratio=ratio,
+        note="; ".join(notes),
+    )
+
+
 def measure(sizes: Sizes, llama: bool) -> Section:
     section = Section("concurrency")
     with firehose() as url:
@@ -124,6 +161,15 @@ def measure(sizes: Sizes, llama: bool) -> Section:
             result = _pair(url, "sse", n, per, sizes.concurrency_reps, min(per, 200))
             section.raw[f"firehose/N={n}"] = result
             section.rows.append(_row("firehose (SSE)", n, result, f"{per:,} chunks per stream"))
+        # Many short answers at once: here what each call costs besides its tokens (the
+        # connection pool, building the request, the record) is most of the work.
+        n, calls, tokens = sizes.short_streams, sizes.short_calls, sizes.short_tokens
+        prime(url, "sse", tokens)
+        for label, env in (("on", None), ("off", child_env(LLM_NB_RECORD="0"))):
+            reps = sizes.concurrency_reps
+            result = _pair(url, "sse", n, tokens, reps, tokens, calls=calls, env=env)
+            section.raw[f"firehose/short/recording {label}"] = result
+            section.rows.append(_per_call_row(n, calls, tokens, label, result))
     if not llama:
         return section
     try:
