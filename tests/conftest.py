@@ -8,8 +8,12 @@ Fixture contract (other test modules rely on these names and behaviours):
 ``smollm2_gguf`` -> Path
     SmolLM2-135M-Instruct Q4_1 GGUF (first 4 bytes ``b"GGUF"``).
 ``llama_server`` -> started ``LlamaServer`` (single-model mode)
-    alias ``"smollm2"`` (the response ``model`` field), ``-np 4`` (4 concurrent requests; the
-    4096-token context is split, so each slot has n_ctx 1024), ``-c 4096``, no API key.
+    The native build by default. A module that sets ``LLAMA_SERVER_KINDS = ("native",
+    "prebuilt")`` gets each of its tests using this fixture run once per server (the prebuilt
+    one is xllamacpp's, see llm_nb._embedded.prebuilt); ``llama_server.program.kind`` says
+    which. Same options for both: alias ``"smollm2"`` (the response ``model`` field),
+    ``-np 4`` (4 concurrent requests; the 4096-token context is split, so each slot has n_ctx
+    1024), ``-c 4096``, no API key.
     Started with ``--embeddings --pooling mean --metrics``: verified on this build (b11434)
     that chat completions, streaming and /completion still work with identical output at
     temperature 0, /v1/embeddings answers 200 (with the model's default pooling "none" it
@@ -43,12 +47,9 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from llm_nb._embedded.build import (
-    DEFAULT_MODEL_ALIAS,
-    ensure_llama_server,
-    ensure_model,
-    find_llama_server,
-)
+from llm_nb._embedded.build import ensure_llama_server, find_llama_server
+from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
+from llm_nb._embedded.program import native_program, prebuilt_program
 from llm_nb._embedded.server import LlamaServer
 
 #: Fake secret that must never show up in any output. Not a real key for anything.
@@ -83,6 +84,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # fixturenames is the transitive closure, so fixtures built on ours are covered too
         if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a module's ``llama_server`` tests against each server in its LLAMA_SERVER_KINDS."""
+    kinds = getattr(metafunc.module, "LLAMA_SERVER_KINDS", None)
+    if kinds and "llama_server" in metafunc.fixturenames:
+        metafunc.parametrize("llama_server", kinds, indirect=True, scope="session")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -182,17 +190,22 @@ def smollm2_gguf(pytestconfig: pytest.Config) -> Path:
 
 @pytest.fixture(scope="session")
 def llama_server(
-    llama_server_bin: Path, smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LlamaServer]:
+    kind = getattr(request, "param", "native")
+    if kind == "prebuilt":
+        program = prebuilt_program()
+    else:
+        program = native_program(request.getfixturevalue("llama_server_bin"))
     server = LlamaServer(
-        llama_server_bin,
+        program,
         model=smollm2_gguf,
         alias=DEFAULT_MODEL_ALIAS,
         ctx_size=4096,
         parallel=4,
         threads=_THREADS,
         extra_args=("--embeddings", "--pooling", "mean", "--metrics"),
-        log_path=tmp_path_factory.mktemp("llama-server") / "server.log",
+        log_path=tmp_path_factory.mktemp(f"llama-server-{kind}") / "server.log",
     )
     server.start()
     yield server

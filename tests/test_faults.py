@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import llm_nb
-from llm_nb._embedded.build import DEFAULT_MODEL_ALIAS
+from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS
 from llm_nb._embedded.server import LlamaServer, free_port
 from llm_nb._errors import (
     APIConnectionError,

@@ -28,7 +28,7 @@ import httpx
 import psutil
 import pytest
 
-from llm_nb._embedded.build import DEFAULT_MODEL_ALIAS
+from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS
 from llm_nb._embedded.server import LlamaServer
 from llm_nb._stats import Recorder
 from llm_nb._stream import ChatStream

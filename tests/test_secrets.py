@@ -33,7 +33,7 @@ import psutil
 import pytest
 
 from llm_nb import _observers, sync
-from llm_nb._embedded.build import DEFAULT_MODEL_ALIAS
+from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS
 from llm_nb._embedded.server import LlamaServer, free_port
 from llm_nb._errors import AuthenticationError, LLMError
 from llm_nb._stats import Recorder, _frames

