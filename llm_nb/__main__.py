@@ -1,7 +1,9 @@
 """``python -m llm_nb "prompt"``: stream a reply to the terminal.
 
-With no ``--model`` it uses ``local``: llm_nb's bundled llama-server with SmolLM2, built and
-started on first use (progress on stderr), so a fresh install answers offline. The answer goes
+With no ``--model`` it uses ``local``: llama.cpp's server with SmolLM2, started on first use
+in a child process that ends with this one (the prebuilt server by default, nothing to build;
+``LLM_NB_SERVER`` chooses; the model is fetched once, progress on stderr), so a fresh install
+answers offline. The answer goes
 to stdout as it streams; a figures line (time to first token, decode speed, tokens) to stderr.
 """
 

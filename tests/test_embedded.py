@@ -1,4 +1,7 @@
-"""Tests for llm_nb._embedded: locating/building llama-server, the model, and LlamaServer."""
+"""Tests for llm_nb._embedded: the native build, the model, the prebuilt server, choosing
+between them (LLM_NB_SERVER), and LlamaServer against both servers.
+
+Orphaned servers (an owner killed with SIGKILL) are tested in test_orphans.py."""
 
 from __future__ import annotations
 
@@ -23,21 +26,33 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from llm_nb._embedded import build, server
+from llm_nb import InvalidOptionError
+from llm_nb._embedded import build, model, program, server
 from llm_nb._embedded.build import (
-    BuildError,
     BuildToolsMissingError,
     build_step,
-    cache_dir,
     cached_llama_server_path,
     cpu_fingerprint,
     ensure_llama_server,
-    ensure_model,
     find_llama_server,
 )
+from llm_nb._embedded.cache import BuildError, cache_dir
+from llm_nb._embedded.model import ensure_model
+from llm_nb._embedded.program import (
+    RouterNeedsNativeError,
+    ServerProgram,
+    native_program,
+    prebuilt_program,
+    router_program,
+    server_program,
+)
 from llm_nb._embedded.server import LlamaServer, LlamaServerError, default_server, free_port
+
+#: The real-server tests below that use ``llama_server`` run against both servers.
+LLAMA_SERVER_KINDS = ("native", "prebuilt")
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -91,7 +106,13 @@ def isolated_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An empty cache dir and no env overrides, so resolution order can be tested."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("LLM_NB_CACHE_DIR", str(cache))
-    for name in ("LLAMA_SERVER_BIN", "LLM_NB_MODEL", "LLM_NB_LLAMA_SDIST", "LLM_NB_MODEL_WHEEL"):
+    for name in (
+        "LLAMA_SERVER_BIN",
+        "LLM_NB_SERVER",
+        "LLM_NB_MODEL",
+        "LLM_NB_LLAMA_SDIST",
+        "LLM_NB_MODEL_WHEEL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
     return cache
@@ -253,7 +274,7 @@ def _wheel(path: Path, payload: bytes, *, record_payload: bytes | None = None) -
 def test_ensure_model_from_wheel_env(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(build, "_model_from_package", lambda: None)
+    monkeypatch.setattr(model, "_model_from_package", lambda: None)
     payload = b"GGUF" + b"\x00" * 100
     monkeypatch.setenv("LLM_NB_MODEL_WHEEL", str(_wheel(tmp_path / "m.whl", payload)))
     path = ensure_model(lambda _: None)
@@ -265,7 +286,7 @@ def test_ensure_model_from_wheel_env(
 def test_ensure_model_rejects_corrupt_wheel(
     isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(build, "_model_from_package", lambda: None)
+    monkeypatch.setattr(model, "_model_from_package", lambda: None)
     wheel = _wheel(tmp_path / "m.whl", b"GGUF-corrupted", record_payload=b"GGUF-original")
     monkeypatch.setenv("LLM_NB_MODEL_WHEEL", str(wheel))
     with pytest.raises(BuildError, match="RECORD"):
@@ -329,6 +350,86 @@ def test_secret_not_in_repr_command_or_env_leak(
     env = plain._environment()
     assert "LLAMA_API_KEY" not in env
     assert "LLAMA_ARG_EMBEDDINGS" not in env
+
+
+# --- which server: LLM_NB_SERVER ----------------------------------------------------------------
+
+
+def test_prebuilt_is_the_default(isolated_cache: Path) -> None:
+    chosen = server_program()
+    assert chosen.kind == "prebuilt" and chosen.version == program.installed_version()
+    assert chosen.argv() == [sys.executable, "-m", "llm_nb._embedded.prebuilt"]
+    assert chosen.launch_argv() == chosen.argv()  # it watches its own lifeline
+    assert not chosen.router
+    assert not list(isolated_cache.glob("*"))  # nothing built, downloaded or extracted
+
+
+def test_native_and_path_choices(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = _fake_executable(tmp_path / "bin" / "llama-server")
+    monkeypatch.setattr(program, "ensure_llama_server", lambda progress=None: fake)
+    monkeypatch.setenv("LLM_NB_SERVER", "native")
+    native = server_program()
+    assert (native.kind, native.path, native.router) == ("native", fake, True)
+    assert native.launch_argv() == [sys.executable, "-m", "llm_nb._embedded.watchdog", str(fake)]
+    monkeypatch.setenv("LLM_NB_SERVER", str(fake))
+    assert server_program() == native_program(fake)
+    # the older variable alone still means "this native binary"
+    monkeypatch.delenv("LLM_NB_SERVER")
+    monkeypatch.setenv("LLAMA_SERVER_BIN", str(fake))
+    assert server_program().kind == "native"
+
+
+@pytest.mark.parametrize("value", ["prebuit", "/no/such/llama-server"])
+def test_bad_server_choice_is_one_line(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("LLM_NB_SERVER", value)
+    with pytest.raises(InvalidOptionError) as info:
+        server_program()
+    msg = str(info.value)
+    assert "\n" not in msg and "LLM_NB_SERVER" in msg and "prebuilt, native" in msg
+
+
+def test_missing_xllamacpp_says_how_to_get_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(program, "installed_version", lambda: None)
+    with pytest.raises(BuildError) as info:
+        prebuilt_program()
+    msg = str(info.value)
+    assert "\n" not in msg and "pip install xllamacpp" in msg and "LLM_NB_SERVER=native" in msg
+
+
+def test_router_mode_asks_for_the_native_build(isolated_cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(LlamaServerError) as info:
+        LlamaServer(prebuilt_program(), models_dir=tmp_path)
+    msg = str(info.value)
+    assert "\n" not in msg and "router mode" in msg
+    assert "LLM_NB_SERVER=native" in msg and "7-12 minutes" in msg
+    # with no native build at hand, router_program says the same instead of building
+    with pytest.raises(RouterNeedsNativeError, match="LLM_NB_SERVER=native"):
+        router_program()
+    built = _fake_executable(cached_llama_server_path())
+    assert router_program() == native_program(built)
+
+
+def test_prebuilt_rejects_options_it_does_not_know() -> None:
+    for extra in (["--spec-replace", "a", "b"], ["--models-dir", "/tmp"]):
+        out = subprocess.run(
+            [*prebuilt_program().argv(), "-m", "x.gguf", *extra],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert out.returncode == 2
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "LLM_NB_SERVER=native" in lines[0], out.stderr
+
+
+def test_prebuilt_command_line(tmp_path: Path) -> None:
+    s = LlamaServer(prebuilt_program(), model=tmp_path / "m.gguf", alias="smollm2", port=9999)
+    cmd = s.command()
+    assert cmd[:3] == [sys.executable, "-m", "llm_nb._embedded.prebuilt"]
+    assert cmd[3:7] == ["-m", str(tmp_path / "m.gguf"), "-a", "smollm2"]
+    assert "prebuilt" in repr(s)
 
 
 # --- real llama-server --------------------------------------------------------------------------
@@ -427,19 +528,29 @@ def test_router_lru_evicts_with_models_max_1(llama_router: LlamaServer) -> None:
         assert now[other] == "unloaded"
 
 
+@pytest.fixture(params=LLAMA_SERVER_KINDS)
+def any_program(request: pytest.FixtureRequest) -> ServerProgram:
+    """Each server program in turn: the native build, then the prebuilt one."""
+    if request.param == "native":
+        return native_program(request.getfixturevalue("llama_server_bin"))
+    return prebuilt_program()
+
+
 def test_stop_kills_process_and_frees_port(
-    llama_server_bin: Path, smollm2_gguf: Path, tmp_path: Path
+    any_program: ServerProgram, smollm2_gguf: Path, tmp_path: Path
 ) -> None:
-    s = LlamaServer(llama_server_bin, model=smollm2_gguf, log_path=tmp_path / "s.log")
+    s = LlamaServer(any_program, model=smollm2_gguf, log_path=tmp_path / "s.log")
     with s:
         pid = s.pid
         assert pid is not None
+        pids = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+        assert len(pids) == (2 if any_program.kind == "native" else 1)
         assert _get(f"{s.url}/health")[0] == 200
         assert not _port_is_free(s.port)
     assert not s.is_running()
     assert s.process is not None
     assert s.process.returncode is not None
-    assert not _pid_alive(pid)
+    assert not any(_pid_alive(p) for p in pids)
     assert _port_is_free(s.port)
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", s.port)):
         pass
@@ -447,9 +558,9 @@ def test_stop_kills_process_and_frees_port(
     assert "stopped" in repr(s)
 
 
-def test_early_exit_error_includes_log_tail(llama_server_bin: Path, tmp_path: Path) -> None:
+def test_early_exit_error_includes_log_tail(any_program: ServerProgram, tmp_path: Path) -> None:
     missing = tmp_path / "does-not-exist.gguf"
-    s = LlamaServer(llama_server_bin, model=missing, log_path=tmp_path / "s.log")
+    s = LlamaServer(any_program, model=missing, log_path=tmp_path / "s.log")
     with pytest.raises(LlamaServerError) as info:
         s.start(timeout=60)
     msg = str(info.value)
@@ -461,15 +572,16 @@ def test_early_exit_error_includes_log_tail(llama_server_bin: Path, tmp_path: Pa
 
 
 def test_api_key_via_env_not_cmdline(
-    llama_server_bin: Path, smollm2_gguf: Path, tmp_path: Path, canary_api_key: str
+    any_program: ServerProgram, smollm2_gguf: Path, tmp_path: Path, canary_api_key: str
 ) -> None:
     s = LlamaServer(
-        llama_server_bin, model=smollm2_gguf, api_key=canary_api_key, log_path=tmp_path / "s.log"
+        any_program, model=smollm2_gguf, api_key=canary_api_key, log_path=tmp_path / "s.log"
     )
     with s:
         assert canary_api_key not in repr(s)
-        cmdline = Path(f"/proc/{s.pid}/cmdline").read_bytes()
-        assert canary_api_key.encode() not in cmdline
+        assert s.pid is not None
+        for proc in (psutil.Process(s.pid), *psutil.Process(s.pid).children()):
+            assert canary_api_key not in " ".join(proc.cmdline())
         # the key really reached the server: unauthenticated calls are refused
         assert _get(f"{s.url}/v1/models")[0] == 401
         auth = {"Authorization": f"Bearer {canary_api_key}"}
@@ -501,13 +613,16 @@ def test_server_does_not_outlive_python(
 
 
 def test_default_server_singleton(
-    llama_server_bin: Path, smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch
+    any_program: ServerProgram, smollm2_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LLAMA_SERVER_BIN", str(llama_server_bin))
+    monkeypatch.delenv("LLAMA_SERVER_BIN", raising=False)
+    monkeypatch.setenv("LLM_NB_SERVER", any_program.kind)
+    monkeypatch.setattr(program, "ensure_llama_server", lambda progress=None: any_program.path)
     monkeypatch.setenv("LLM_NB_MODEL", str(smollm2_gguf))
     monkeypatch.setattr(server, "_DEFAULT", None)
     first = default_server(lambda _: None)
     try:
+        assert first.program == any_program
         assert default_server(lambda _: None) is first
         status, props = _get(f"{first.url}/props")
         assert status == 200

@@ -1,7 +1,10 @@
 """The llama.cpp and OpenAI providers against a real llama-server running SmolLM2-135M.
 
-Single-model mode (fixture ``llama_server``) and router mode with two names for the model
-and ``--models-max 1`` (fixture ``llama_router``), so load, unload and LRU eviction are real.
+Single-model mode (fixture ``llama_server``) runs on both servers llm_nb can start: the native
+build and the prebuilt one from xllamacpp (``LLAMA_SERVER_KINDS``), since everything llm_nb
+reads from llama-server must work on either. Router mode, native only, with two names for the
+model and ``--models-max 1`` (fixture ``llama_router``), so load, unload and LRU eviction are
+real.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from llm_nb import (
     TextDelta,
     UnsupportedError,
 )
+from llm_nb._embedded.program import native_program, prebuilt_program
 from llm_nb._embedded.server import LlamaServer, free_port
 from llm_nb._registry import Registry
 from llm_nb._wire.http import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OpenAIProvider
 
 pytestmark = pytest.mark.server
+
+LLAMA_SERVER_KINDS = ("native", "prebuilt")
 
 PROMPT = "List three colors."
 
@@ -109,13 +115,17 @@ async def test_json_object_and_schema_output(llama: LlamaCppProvider) -> None:
     assert set(obj) == {"name", "age"} and isinstance(obj["age"], int)
 
 
-@pytest.fixture(scope="module")
-def tool_server(llama_server_bin: Path, smollm2_gguf: Path) -> Iterator[Any]:
+@pytest.fixture(scope="module", params=LLAMA_SERVER_KINDS)
+def tool_server(request: pytest.FixtureRequest, smollm2_gguf: Path) -> Iterator[Any]:
     """SmolLM2 with llama.cpp's Qwen2.5 template (same <|im_start|> tokens, but it renders
     tool definitions; SmolLM2's own template drops them)."""
     template = Path(__file__).parent / "fixtures" / "llamacpp" / "Qwen-Qwen2.5-7B-Instruct.jinja"
+    if request.param == "native":
+        program = native_program(request.getfixturevalue("llama_server_bin"))
+    else:
+        program = prebuilt_program()
     server = LlamaServer(
-        llama_server_bin,
+        program,
         model=smollm2_gguf,
         alias="smollm2-tools",
         ctx_size=2048,
@@ -245,6 +255,25 @@ def test_top_level_sync_api(llama_server: Any) -> None:
     s = llm_nb.stream(mid, "Say hello.", max_tokens=8)
     text = "".join(d.text for d in s if isinstance(d, TextDelta))
     assert text == s.response.text and s.response.status == "ok"
+
+
+def test_server_facts_are_what_the_server_reports(llama_server: Any) -> None:
+    """server_build comes from the server's own /props on either build, never filled in by
+    llm_nb; server_version stays empty for llama-server, which does not report one."""
+    mid = f"llamacpp:smollm2@{llama_server.url.split('://')[1]}"
+    run = f"facts-{llama_server.program.kind}"
+    with llm_nb.run(run):
+        assert llm_nb.chat(mid, "Say hello.", max_tokens=4).text
+    props = httpx.get(f"{llama_server.url}/props", timeout=10).json()
+    deadline = time.monotonic() + 10
+    while True:
+        row = llm_nb.summary(run).iloc[0]
+        if row.get("server_build") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert row["server_build"] == props["build_info"]
+    assert row["quantization"] == "Q4_1" and row["n_ctx"] == 1024
+    assert not row.get("server_version")
 
 
 async def test_concurrent_streams_all_complete(llama: LlamaCppProvider) -> None:

@@ -9,40 +9,24 @@ takes down only this process. Its log goes to stderr, as llama-server's does.
 An option it does not know ends it with one line saying to use the native build. It has no
 router mode (``--models-dir``), which needs the native build.
 
-Only the standard library is imported at module level; xllamacpp is imported in ``main``.
+xllamacpp is imported in ``main``. llm_nb never imports this module itself (it runs it with
+``python -m``), so the package can be imported without it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import sys
 import threading
 from pathlib import Path
 
 from .lifetime import exit_when_owner_dies
+from .program import NATIVE_HINT, installed_version
 
-__all__ = ["DISTRIBUTION", "NATIVE_HINT", "installed_version", "main"]
-
-#: The PyPI distribution holding the prebuilt server.
-DISTRIBUTION = "xllamacpp"
-
-#: How to get the native build, for messages about what the prebuilt server lacks.
-NATIVE_HINT = (
-    "set LLM_NB_SERVER=native to use the native llama-server "
-    "(built once from source: about 7-12 minutes on 2 cores; needs cmake and a C++ compiler)"
-)
+__all__ = ["main"]
 
 _POOLING = ("none", "mean", "cls", "last", "rank")
-
-
-def installed_version() -> str | None:
-    """The installed xllamacpp version, or None when it is not installed."""
-    try:
-        return importlib.metadata.version(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 class _Parser(argparse.ArgumentParser):

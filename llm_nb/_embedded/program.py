@@ -12,6 +12,7 @@ Nothing runs at import time.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from dataclasses import dataclass
@@ -21,12 +22,14 @@ from typing import Literal
 from .._errors import InvalidOptionError
 from .build import ensure_llama_server, find_llama_server
 from .cache import BuildError, Progress
-from .prebuilt import DISTRIBUTION, NATIVE_HINT, installed_version
 
 __all__ = [
+    "DISTRIBUTION",
+    "NATIVE_HINT",
     "SERVER_ENV",
     "RouterNeedsNativeError",
     "ServerProgram",
+    "installed_version",
     "native_program",
     "prebuilt_program",
     "router_program",
@@ -34,6 +37,23 @@ __all__ = [
 ]
 
 SERVER_ENV = "LLM_NB_SERVER"
+
+#: The PyPI distribution holding the prebuilt server.
+DISTRIBUTION = "xllamacpp"
+
+#: How to get the native build, for messages about what the prebuilt server lacks.
+NATIVE_HINT = (
+    "set LLM_NB_SERVER=native to use the native llama-server "
+    "(built once from source: about 7-12 minutes on 2 cores; needs cmake and a C++ compiler)"
+)
+
+
+def installed_version() -> str | None:
+    """The installed xllamacpp version, or None when it is not installed."""
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 class RouterNeedsNativeError(BuildError):

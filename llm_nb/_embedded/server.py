@@ -32,8 +32,7 @@ from typing import IO, Self
 from llm_nb._embedded.cache import Progress
 from llm_nb._embedded.lifetime import spawn_owned
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
-from llm_nb._embedded.prebuilt import NATIVE_HINT
-from llm_nb._embedded.program import ServerProgram, native_program, server_program
+from llm_nb._embedded.program import NATIVE_HINT, ServerProgram, native_program, server_program
 from llm_nb._errors import LLMError
 
 __all__ = ["LlamaServer", "LlamaServerError", "default_server", "free_port", "running_pids"]
@@ -333,8 +332,6 @@ class LlamaServer:
             if proc is not None:
                 # router children share the group; make sure none is left behind
                 self._signal_group(proc, signal.SIGKILL)
-                if proc.stdin is not None:
-                    proc.stdin.close()  # the lifeline; the child is gone
             self._cleanup()
 
     @staticmethod
@@ -343,6 +340,9 @@ class LlamaServer:
             os.killpg(proc.pid, sig)
 
     def _cleanup(self) -> None:
+        proc = self._process
+        if proc is not None and proc.stdin is not None and proc.poll() is not None:
+            proc.stdin.close()  # the lifeline of a child that is gone
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
