@@ -1,12 +1,17 @@
 """Run every benchmark and write docs/benchmarks.md.
 
-    python -m benchmarks.run [--quick] [--only startup,chunks,ttft,display,concurrency,fidelity]
-                             [--no-peers] [--no-llama] [--out docs/benchmarks.md] [--json FILE]
+    python -m benchmarks.run [--quick]
+                             [--only startup,chunks,ttft,display,concurrency,fidelity,local]
+                             [--no-peers] [--no-llama] [--no-native-build]
+                             [--out docs/benchmarks.md] [--json FILE]
 
 Peers (openai, ollama, litellm, jupyter_ai_magics, llm) are measured when the interpreter
 running this can import them, and reported "not available" otherwise; install them in a
 separate virtualenv (see benchmarks/README.md). The llama-server benchmarks use
 ``ensure_llama_server()`` / ``ensure_model()`` (``LLAMA_SERVER_BIN``, ``LLM_NB_MODEL``).
+``local`` installs this checkout into a fresh virtualenv (from the package index) and, unless
+``--no-native-build`` (or ``--quick``/``--smoke``), builds the native llama-server there once
+(7-12 minutes on 2 cores) for the first-answer comparison.
 """
 
 from __future__ import annotations
@@ -21,15 +26,15 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import chunks, concurrency, display, fidelity, startup, ttft
+from . import chunks, concurrency, display, fidelity, local, startup, ttft
 from ._common import ROOT, Row, Section, Sizes, load_average, machine_facts
 from .report import render
 
-SECTIONS = ("startup", "chunks", "ttft", "display", "concurrency", "fidelity")
+SECTIONS = ("startup", "chunks", "ttft", "display", "concurrency", "fidelity", "local")
 
 
 def _runners(
-    sizes: Sizes, peers: bool, llama: bool, profile_dir: Path | None
+    sizes: Sizes, peers: bool, llama: bool, profile_dir: Path | None, native_build: bool
 ) -> dict[str, Callable[[], Section]]:
     return {
         "startup": lambda: startup.measure(sizes, peers),
@@ -38,6 +43,7 @@ def _runners(
         "display": lambda: display.measure(sizes),
         "concurrency": lambda: concurrency.measure(sizes, llama),
         "fidelity": lambda: fidelity.measure(sizes, llama),
+        "local": lambda: local.measure(sizes, llama, native_build),
     }
 
 
@@ -48,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer libraries")
     parser.add_argument("--no-llama", action="store_true", help="skip the llama-server parts")
+    parser.add_argument(
+        "--no-native-build",
+        action="store_true",
+        help="local: leave out the native build's first-answer figure (a 7-12 minute build)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, help="also write every raw figure here")
     parser.add_argument("--profile-dir", type=Path, help="cProfile llm_nb's chunk runs here")
@@ -60,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     if args.profile_dir is not None:
         args.profile_dir.mkdir(parents=True, exist_ok=True)
-    runners = _runners(sizes, not args.no_peers, not args.no_llama, args.profile_dir)
+    native_build = not (args.no_native_build or args.quick or args.smoke)
+    runners = _runners(sizes, not args.no_peers, not args.no_llama, args.profile_dir, native_build)
 
     started = time.monotonic()
     meta: dict[str, object] = {
