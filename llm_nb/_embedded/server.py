@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from llm_nb._embedded.cache import Progress
 from llm_nb._embedded.lifetime import spawn_owned
@@ -35,7 +35,14 @@ from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
 from llm_nb._embedded.program import NATIVE_HINT, ServerProgram, native_program, server_program
 from llm_nb._errors import LLMError
 
-__all__ = ["LlamaServer", "LlamaServerError", "default_server", "free_port", "running_pids"]
+__all__ = [
+    "LlamaServer",
+    "LlamaServerError",
+    "default_options",
+    "default_server",
+    "free_port",
+    "running_pids",
+]
 
 _LOG_TAIL_LINES = 30
 _STOP_GRACE_S = 10.0
@@ -391,6 +398,17 @@ class LlamaServer:
         )
 
 
+def default_options() -> dict[str, Any]:
+    """The default server's options: alias ``"smollm2"``, 4 parallel slots so concurrent
+    requests work, sharing a 4096-token context (1024 each), up to 4 threads."""
+    return {
+        "alias": DEFAULT_MODEL_ALIAS,
+        "parallel": 4,
+        "ctx_size": 4096,
+        "threads": max(1, min(4, os.cpu_count() or 1)),
+    }
+
+
 _DEFAULT: LlamaServer | None = None
 _DEFAULT_LOCK = threading.Lock()
 
@@ -410,15 +428,7 @@ def default_server(progress: Progress | None = None) -> LlamaServer:
             return _DEFAULT
         program = server_program(progress)
         model = ensure_model(progress)
-        server = LlamaServer(
-            program,
-            model=model,
-            alias=DEFAULT_MODEL_ALIAS,
-            parallel=4,
-            # 4 slots share the context, so 1024 tokens each
-            ctx_size=4096,
-            threads=max(1, min(4, os.cpu_count() or 1)),
-        )
+        server = LlamaServer(program, model=model, **default_options())
         server.start()
         _DEFAULT = server
         return server
