@@ -211,9 +211,11 @@ class LlamaServer:
         return self._process is not None and self._process.poll() is None
 
     def command(self) -> list[str]:
-        """The server's argv (never contains the API key); see ``ServerProgram.launch_argv``
-        for what runs it."""
-        cmd = self.program.argv()
+        """The server's argv (never contains the API key)."""
+        return [*self.program.argv(), *self._options()]
+
+    def _options(self) -> list[str]:
+        cmd: list[str] = []
         if self.model is not None:
             cmd += ["-m", str(self.model)]
             if self.alias:
@@ -285,7 +287,7 @@ class LlamaServer:
             # own process group (stop() signals the group, which includes the watchdog, the
             # server and router children), and a lifeline that ends it all if we are killed
             self._process = spawn_owned(
-                [*self.program.launch_argv(), *self.command()[len(self.program.argv()) :]],
+                [*self.program.launch_argv(), *self._options()],
                 log=self._log_file,
                 env=self._environment(),
             )
