@@ -589,6 +589,26 @@ def test_api_key_via_env_not_cmdline(
     assert canary_api_key not in (tmp_path / "s.log").read_text()
 
 
+def test_prebuilt_takes_llama_server_options(smollm2_gguf: Path, tmp_path: Path) -> None:
+    """The llama-server options the prebuilt child translates reach its server."""
+    s = LlamaServer(
+        prebuilt_program(),
+        model=smollm2_gguf,
+        log_path=tmp_path / "s.log",
+        extra_args=[
+            "-n", "3", "-fa", "off", "--no-jinja", "--reasoning-format", "none",
+            "--cache-reuse", "0", "--slot-save-path", str(tmp_path), "--no-slots",
+        ],
+    )  # fmt: skip
+    with s:
+        status, chat = _post(
+            f"{s.url}/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}
+        )
+        assert status == 200, chat
+        assert chat["usage"]["completion_tokens"] == 3  # -n 3 caps an unbounded request
+        assert _get(f"{s.url}/slots")[0] == 501  # --no-slots
+
+
 def test_server_does_not_outlive_python(
     llama_server_bin: Path, smollm2_gguf: Path, tmp_path: Path
 ) -> None:

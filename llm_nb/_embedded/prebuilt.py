@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-slots", action="store_true")
     p.add_argument("--chat-template")
     p.add_argument("--chat-template-file", type=Path)
+    p.add_argument("--jinja", action="store_true", default=None, dest="jinja")
+    p.add_argument("--no-jinja", action="store_false", dest="jinja")
+    p.add_argument("-n", "--n-predict", type=int)
+    p.add_argument("-fa", "--flash-attn", choices=("on", "off", "auto"))
+    p.add_argument("--reasoning-format", choices=("none", "deepseek", "deepseek-legacy", "auto"))
+    p.add_argument("--slot-save-path")
+    p.add_argument("--cache-reuse", type=int)
     return p
 
 
@@ -91,6 +98,24 @@ def _params(args: argparse.Namespace) -> object:
         params.chat_template = args.chat_template_file.read_text()
     elif args.chat_template:
         params.chat_template = args.chat_template
+    if args.jinja is not None:
+        params.use_jinja = args.jinja
+    if args.n_predict is not None:
+        params.n_predict = args.n_predict
+    if args.flash_attn is not None:
+        kind = {"on": "ENABLED", "off": "DISABLED", "auto": "AUTO"}[args.flash_attn]
+        params.flash_attn_type = getattr(
+            xllamacpp.llama_flash_attn_type, f"LLAMA_FLASH_ATTN_TYPE_{kind}"
+        )
+    if args.reasoning_format is not None:
+        fmt = args.reasoning_format.upper().replace("-", "_")
+        params.reasoning_format = getattr(
+            xllamacpp.common_reasoning_format, f"COMMON_REASONING_FORMAT_{fmt}"
+        )
+    if args.slot_save_path is not None:
+        params.slot_save_path = args.slot_save_path
+    if args.cache_reuse is not None:
+        params.n_cache_reuse = args.cache_reuse
     # like llama-server, the key comes from the environment so it is not in the process list
     key = os.environ.get("LLAMA_API_KEY")
     if key:
