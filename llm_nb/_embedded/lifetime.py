@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
-__all__ = ["exit_when_owner_dies", "parent_death_signal", "spawn_owned"]
+__all__ = ["exit_when_owner_dies", "parent_death_signal", "spawn_owned", "watched"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -53,9 +53,11 @@ def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
 
 
 def spawn_owned(
-    argv: Sequence[str], *, log: IO[bytes], env: Mapping[str, str]
+    argv: Sequence[str], *, stdout: IO[bytes] | int, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start argv with its output in log and a lifeline pipe on its stdin (see module doc).
+    """Start argv with stdout and stderr to ``stdout`` (a file or ``subprocess.PIPE``) and a
+    lifeline pipe on its stdin (see module doc): argv must watch it, as the prebuilt server
+    and ``watched(...)`` do.
 
     The child gets its own session, so a Ctrl-C in the terminal or kernel does not reach it
     mid-request and the owner can signal its whole process group.
@@ -63,12 +65,18 @@ def spawn_owned(
     return subprocess.Popen(
         list(argv),
         stdin=subprocess.PIPE,  # the lifeline: never written, closed by the kernel at our death
-        stdout=log,
+        stdout=stdout,
         stderr=subprocess.STDOUT,
-        env=dict(env),
+        env=dict(env) if env is not None else None,
         close_fds=True,
         start_new_session=True,
     )
+
+
+def watched(argv: Sequence[str]) -> list[str]:
+    """argv run under the watchdog (``python -m llm_nb._embedded.watchdog``), for a program
+    that does not watch a lifeline itself: a native llama-server, a build."""
+    return [sys.executable, "-m", "llm_nb._embedded.watchdog", *argv]
 
 
 def exit_when_owner_dies(on_exit: Callable[[], None] | None = None, code: int = 0) -> None:

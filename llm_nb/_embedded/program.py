@@ -22,6 +22,7 @@ from typing import Literal
 from .._errors import InvalidOptionError
 from .build import ensure_llama_server, find_llama_server
 from .cache import BuildError, Progress
+from .lifetime import watched
 
 __all__ = [
     "DISTRIBUTION",
@@ -87,7 +88,7 @@ class ServerProgram:
         watchdog."""
         if self.kind == "prebuilt":
             return self.argv()
-        return [sys.executable, "-m", "llm_nb._embedded.watchdog", *self.argv()]
+        return watched(self.argv())
 
     def __str__(self) -> str:
         if self.kind == "prebuilt":

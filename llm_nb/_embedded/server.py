@@ -288,7 +288,7 @@ class LlamaServer:
             # server and router children), and a lifeline that ends it all if we are killed
             self._process = spawn_owned(
                 [*self.program.launch_argv(), *self._options()],
-                log=self._log_file,
+                stdout=self._log_file,
                 env=self._environment(),
             )
         except OSError as exc:

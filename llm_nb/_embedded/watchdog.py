@@ -1,10 +1,11 @@
-"""``python -m llm_nb._embedded.watchdog PROGRAM [ARGS...]``: run a native server that dies with
-its owner.
+"""``python -m llm_nb._embedded.watchdog PROGRAM [ARGS...]``: run a program that dies with its
+owner.
 
-llm_nb starts the native llama-server through this small wrapper. The wrapper watches the
-lifeline pipe on its stdin (see ``lifetime``): when the owner dies, it stops the server and
-exits. The server also gets the parent-death signal, so it dies with the wrapper if the wrapper
-itself is killed. llama-server's router-mode children follow their router the same way (they
+llm_nb starts the native llama-server, and the steps of its build, through this small wrapper.
+The wrapper watches the lifeline pipe on its stdin (see ``lifetime``): when the owner dies, it
+stops the program and everything else in its process group (router children, compilers) and
+exits. The program also gets the parent-death signal, so it dies with the wrapper if the
+wrapper itself is killed; llama-server's router-mode children then follow their router (they
 exit when the router's end of their stdin closes).
 
 The server shares the wrapper's process group, so the owner can signal both at once; the
@@ -14,6 +15,7 @@ wrapper ignores SIGTERM and SIGINT itself and exits with the server's status onc
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -40,15 +42,24 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    def stop_server() -> None:
-        proc.terminate()
-        try:
-            proc.wait(_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+    # As a session leader (how llm_nb starts it) the wrapper stops its whole process group:
+    # router children, or a build's compilers. Run by hand, it stops only its child.
+    leader = os.getpgrp() == os.getpid()
 
-    exit_when_owner_dies(stop_server)
+    def signal_all(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if leader:
+                os.killpg(0, sig)
+            else:
+                os.kill(proc.pid, sig)
+
+    def stop_all() -> None:
+        signal_all(signal.SIGTERM)  # ignored by the wrapper itself
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(_STOP_GRACE_S)
+        signal_all(signal.SIGKILL)
+
+    exit_when_owner_dies(stop_all)
     rc = proc.wait()
     return rc if rc >= 0 else 128 - rc
 
