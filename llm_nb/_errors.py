@@ -15,12 +15,16 @@
     │   │   └── ModelNotFoundError the model does not exist there (lists those that do)
     │   ├── ConflictError          409
     │   ├── RateLimitError         429
+    │   │   └── QuotaExceededError the account is out of quota or credit (402, or 429
+    │   │                          with insufficient_quota): retrying will not help
     │   └── ServerError            >= 500
     │       └── ServiceUnavailableError  503, e.g. llama-server still loading its model
     ├── ProtocolError              the server sent something that is not the protocol
     ├── BuildError                 building the bundled llama-server failed (in _embedded)
     └── LlamaServerError           the bundled llama-server did not start (in _embedded)
 
+The class follows what the server says (its error ``code`` / ``type``, then its wording)
+before the HTTP status: a 400 whose code is ``model_not_found`` is a ModelNotFoundError.
 A stream that fails after tokens arrived raises one of these with ``partial`` set to the
 record of what was received, so nothing the user already saw is lost.
 """
@@ -126,8 +130,17 @@ class ModelNotFoundError(NotFoundError):
         status_code: int = 404,
         provider: str | None = None,
         url: str | None = None,
+        error_type: str | None = None,
+        request_id: str | None = None,
     ) -> None:
-        super().__init__(message, status_code=status_code, provider=provider, url=url)
+        super().__init__(
+            message,
+            status_code=status_code,
+            provider=provider,
+            url=url,
+            error_type=error_type,
+            request_id=request_id,
+        )
         self.model = model
         self.available = list(available)
 
@@ -138,6 +151,11 @@ class ConflictError(APIStatusError):
 
 class RateLimitError(APIStatusError):
     """429: too many requests or tokens; ``retry_after_s`` says when to try again if known."""
+
+
+class QuotaExceededError(RateLimitError):
+    """The account has no quota or credit left (``insufficient_quota``, 402): waiting and
+    retrying will not help; the billing settings will."""
 
 
 class ServerError(APIStatusError):
@@ -160,6 +178,7 @@ def status_error_class(status: int) -> type[APIStatusError]:
         401: AuthenticationError,
         403: PermissionDeniedError,
         404: NotFoundError,
+        402: QuotaExceededError,
         409: ConflictError,
         429: RateLimitError,
         503: ServiceUnavailableError,

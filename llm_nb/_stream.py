@@ -159,9 +159,11 @@ class ChatStream:
                 # Ended by its marker: the rest (the chunked terminator) is read so the
                 # connection goes back to the pool.
                 await drain(body)
-            if not self._ended:
-                # No [DONE] / done:true: the server closed the body early. Whatever came
-                # is kept, but the call did not complete.
+            if not self._ended and record.finish_reason_raw is None:
+                # No [DONE] / done:true and no finish reason: the server closed the body
+                # early. Whatever came is kept, but the call did not complete. A stream
+                # that said why it finished is whole without its end marker, as
+                # openai-python reads it (ik_llama.cpp sends none without --send-done).
                 raise ProtocolError(
                     f"{record.provider} at {record.host} ended the stream before its end "
                     f"marker, after {len(record.text)} characters; the partial answer is kept",

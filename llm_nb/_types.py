@@ -301,7 +301,10 @@ class _ChatResponseFields:
     text: str = ""
     reasoning: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    #: stop · length · tool_calls · content_filter, whatever the server called it.
     finish_reason: str | None = None
+    #: The finish reason as the server sent it (``eos``, ``end_turn``, ``done_reason``...).
+    finish_reason_raw: str | None = None
     model_reported: str | None = None
     usage: Usage = field(default_factory=Usage)
     timings: ServerTimings | None = None

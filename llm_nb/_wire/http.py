@@ -1,4 +1,6 @@
-"""One httpx configuration for every provider, retries, and HTTP-error-to-exception mapping.
+"""One httpx configuration for every provider, retries, and connection failures as exceptions.
+
+Which exception an error reply is decided in :mod:`.errors`.
 
 Retry policy follows openai-python so users see the same behaviour as the official client:
 retry on connect errors, timeouts, 408, 409, 429 and >= 500 (except 501); honour ``x-should-retry``,
@@ -17,19 +19,15 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
 from .._errors import (
     APIConnectionError,
-    APIStatusError,
     APITimeoutError,
-    ContextLengthError,
     LLMError,
-    status_error_class,
+    QuotaExceededError,
 )
-from .ndjson import parse_json
 from .pool import use_lean_pool
 
 # 501 Not Implemented is permanent (llama-server without --embeddings answers it), so unlike
@@ -160,7 +158,8 @@ async def send(
             finally:
                 await response.aclose()
             error = map_error(response, body)
-            if not should_retry(response):
+            # An account out of quota answers 429 like a rate limit, but no wait will help.
+            if not should_retry(response) or isinstance(error, QuotaExceededError):
                 raise error
         if attempt >= policy.max_retries:
             raise error
@@ -188,54 +187,6 @@ def clean_message(message: str, secret: str | None = None) -> str:
 def redact_keylike(text: str) -> str:
     """``text`` with anything shaped like an API key replaced by ``[redacted]``."""
     return _KEYLIKE.sub("[redacted]", text)
-
-
-def error_message_from_body(body: bytes) -> tuple[str, str | None, Any]:
-    """(message, type, code) from the three error body shapes: OpenAI/llama.cpp
-    ``{"error": {"message", "type", "code"}}``, Ollama ``{"error": "msg"}``, or plain text."""
-    if not body:
-        return "", None, None
-    try:
-        obj = parse_json(body, "error body")
-    except LLMError:
-        return body.decode("utf-8", "replace").strip()[:300], None, None
-    return error_fields(obj)
-
-
-def error_fields(obj: Any) -> tuple[str, str | None, Any]:
-    if isinstance(obj, dict):
-        err = obj.get("error", obj)
-        if isinstance(err, str):
-            return err, None, None
-        if isinstance(err, dict):
-            return str(err.get("message", "")), err.get("type"), err.get("code")
-    return str(obj)[:300], None, None
-
-
-def status_error(
-    status: int,
-    message: str,
-    *,
-    provider: str,
-    url: str,
-    error_type: str | None = None,
-    request_id: str | None = None,
-    retry_after: float | None = None,
-) -> APIStatusError:
-    cls = status_error_class(status)
-    if error_type == "exceed_context_size_error" or (
-        status == 400 and "context" in message.lower() and "length" in message.lower()
-    ):
-        cls = ContextLengthError
-    return cls(
-        message,
-        status_code=status,
-        provider=provider,
-        url=url,
-        error_type=error_type,
-        request_id=request_id,
-        retry_after_s=retry_after,
-    )
 
 
 def connect_error(exc: Exception, *, provider: str, url: str, hint: str) -> APIConnectionError:

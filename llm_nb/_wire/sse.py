@@ -19,6 +19,11 @@ class SSEEvent:
     id: str | None = None
 
 
+def data_or_event(event: SSEEvent) -> str | SSEEvent:
+    """The event's data alone when it is a plain message event, else the event."""
+    return event.data if event.event in (None, "message") else event
+
+
 class SSEDecoder:
     """Incremental: ``feed(bytes)`` returns the events completed so far; ``flush()`` at EOF."""
 
@@ -36,11 +41,13 @@ class SSEDecoder:
             self._line(line, out)
         return out
 
-    def feed_data(self, chunk: bytes) -> list[str]:
-        """The data of each event ``chunk`` completes, for streams that only use data (the
-        OpenAI wire: one JSON object per event); event names and ids are not reported."""
+    def feed_data(self, chunk: bytes) -> list[str | SSEEvent]:
+        """The data of each event ``chunk`` completes, for streams that mostly use data alone
+        (the OpenAI wire: one JSON object per event). An event with a name of its own (an
+        ``error`` event) comes as its :class:`SSEEvent`, so the name is not lost."""
         if (
             not self._data
+            and self._event is None
             and self._lines.idle
             and chunk.startswith(b"data: ")
             and chunk.find(b"\n") == len(chunk) - 2
@@ -51,12 +58,18 @@ class SSEDecoder:
             # line, so there is nothing to split, buffer or join.
             self._event = None
             return [decode_utf8(chunk[6:-2])]
-        if not self._data and self._lines.idle and chunk.endswith(b"\n\n") and b"\r" not in chunk:
+        if (
+            not self._data
+            and self._event is None
+            and self._lines.idle
+            and chunk.endswith(b"\n\n")
+            and b"\r" not in chunk
+        ):
             # Several whole events in one read (concurrent streams, a client that fell behind):
             # split on the blank lines, if each event is one "data: " line and nothing else.
             events = chunk[:-2].split(b"\n\n")
             if chunk.count(b"\n") == 2 * len(events):  # no line inside an event but its data
-                out: list[str] = []
+                out: list[str | SSEEvent] = []
                 for event in events:
                     if not event.startswith(b"data: "):
                         break
@@ -64,7 +77,7 @@ class SSEDecoder:
                 else:
                     self._event = None
                     return out
-        return [event.data for event in self.feed(chunk)]
+        return [data_or_event(event) for event in self.feed(chunk)]
 
     def flush(self) -> list[SSEEvent]:
         out: list[SSEEvent] = []

@@ -37,6 +37,7 @@ from .._types import (
     PullProgress,
     build_messages,
 )
+from .._wire import errors as wire_errors
 from .._wire import http as wire
 from .._wire._lines import IncrementalDecoder
 from .._wire.ndjson import parse_json
@@ -163,18 +164,32 @@ class Provider:
             raise self._redact(exc) from None  # the cause would quote the raw body again
 
     def _map_error(self, response: httpx.Response, body: bytes) -> LLMError:
-        message, error_type, _code = wire.error_message_from_body(body)
-        message = self._clean(message)
+        error = wire_errors.parse_error_body(body)
+        message = self._clean(error.message)
         status = response.status_code
-        return wire.status_error(
+        return wire_errors.status_error(
             status,
             f"{self.label} at {self.host} answered {status}: {message or response.reason_phrase}",
             provider=self.label,
             url=self.base_url,
-            error_type=error_type,
+            error=error,
             request_id=response.headers.get("x-request-id"),
             retry_after=wire.retry_after_s(response.headers),
         )
+
+    def _stream_error(self, obj: Any, record: ChatResponse) -> APIStatusError:
+        """The exception for an error the server sent inside a stream, keeping the partial
+        answer. Its status comes from the body or from what the error is."""
+        error = wire_errors.error_body(obj)
+        exc = wire_errors.status_error(
+            None,
+            f"{self.label} at {self.host} sent an error mid-stream: {self._clean(error.message)}",
+            provider=self.label,
+            url=self.base_url,
+            error=error,
+        )
+        exc.partial = record
+        return exc
 
     async def _request(
         self,
@@ -243,7 +258,7 @@ class Provider:
                     "POST", self._chat_path(), json=body, stream=True, record=record
                 )
             except APIStatusError as exc:
-                if self._is_model_missing(exc, model):
+                if isinstance(exc, ModelNotFoundError) or self._is_model_missing(exc, model):
                     raise await self._model_not_found(model, exc) from exc
                 raise
 
@@ -275,13 +290,9 @@ class Provider:
     # -- unknown models ---------------------------------------------------------------------
 
     def _is_model_missing(self, exc: APIStatusError, model: str) -> bool:
-        # OpenAI: 404 "The model `x` does not exist"; llama router: 400 "model 'x' not found".
-        text = exc.message.lower()
-        if "model" not in text:
-            return False
-        return (exc.status_code == 404 and ("does not exist" in text or "not found" in text)) or (
-            exc.status_code == 400 and "not found" in text
-        )
+        """Whether a failed chat request means the model is unknown, beyond what the error's
+        class already says (see :mod:`llm_nb._wire.errors`)."""
+        return False
 
     async def _model_not_found(self, model: str, cause: APIStatusError) -> ModelNotFoundError:
         try:
@@ -296,6 +307,8 @@ class Provider:
             status_code=cause.status_code,
             provider=self.label,
             url=self.base_url,
+            error_type=cause.error_type,
+            request_id=cause.request_id,
         )
 
     # -- model management -------------------------------------------------------------------

@@ -29,8 +29,9 @@ from .._types import (
     ToolCallDelta,
     Usage,
 )
-from .._wire import http as wire
+from .._wire import errors as wire_errors
 from .._wire._lines import IncrementalDecoder, decoded
+from .._wire.finish import record_finish
 from .._wire.ndjson import NDJSONDecoder
 from .base import END, Provider
 
@@ -128,19 +129,10 @@ class OllamaProvider(Provider):
     def _apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta]:
         if not isinstance(obj, dict):
             raise self._protocol(f"expected a JSON object per line, got {type(obj).__name__}")
-        if "error" in obj:
-            message, _, _ = wire.error_fields(obj)
-            message = self._clean(message)
-            exc = wire.status_error(
-                500,
-                f"Ollama at {self.host} sent an error mid-stream: {message}",
-                provider=self.label,
-                url=self.base_url,
-            )
-            exc.partial = record
-            raise exc
-        if record.model_reported is None:
-            record.model_reported = obj.get("model")
+        if obj.get("error"):
+            raise self._stream_error(obj, record)
+        if not record.model_reported:
+            record.model_reported = obj.get("model") or None
         deltas: list[Delta] = []
         msg = obj.get("message") or {}
         if msg.get("thinking"):
@@ -169,8 +161,10 @@ class OllamaProvider(Provider):
         return self._apply_chunk(obj, record)
 
     def _apply_final(self, obj: dict[str, Any], record: ChatResponse) -> None:
-        reason = obj.get("done_reason") or "stop"
-        record.finish_reason = reason
+        if obj.get("done_reason"):
+            record_finish(record, obj["done_reason"])
+        else:
+            record.finish_reason = "stop"  # servers before done_reason only ever stopped
         prompt_n = obj.get("prompt_eval_count")
         decode_n = obj.get("eval_count")
         record.usage = Usage(
@@ -270,7 +264,7 @@ class OllamaProvider(Provider):
         try:
             async for obj in decoded(response, NDJSONDecoder()):
                 if "error" in obj:
-                    message = self._clean(wire.error_fields(obj)[0])
+                    message = self._clean(wire_errors.error_body(obj).message)
                     raise ModelNotFoundError(
                         f"Ollama at {self.host} could not pull {model!r}: {message}",
                         model=model,

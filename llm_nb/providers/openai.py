@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .._config import normalize_url
-from .._errors import ConfigError, InvalidOptionError
+from .._errors import ConfigError, InvalidOptionError, LLMError
 from .._types import (
     ChatOptions,
     ChatResponse,
@@ -29,10 +29,10 @@ from .._types import (
     ToolCallDelta,
     Usage,
 )
-from .._wire import http as wire
 from .._wire._lines import IncrementalDecoder
+from .._wire.finish import record_finish
 from .._wire.ndjson import loads_frame
-from .._wire.sse import SSEDecoder
+from .._wire.sse import SSEDecoder, SSEEvent, data_or_event
 from .base import END, Provider
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -128,13 +128,16 @@ class OpenAIProvider(Provider):
     def _apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta]:
         if not isinstance(obj, dict):
             raise self._protocol(f"expected a JSON object per event, got {type(obj).__name__}")
-        if "error" in obj:
+        if obj.get("error"):
             raise self._stream_error(obj, record)
-        if record.model_reported is None:
-            record.model_reported = obj.get("model")
-        usage = obj.get("usage")
+        if not record.model_reported:
+            # Azure's first chunk (prompt_filter_results, no choices) says "model": "".
+            record.model_reported = obj.get("model") or None
+        # Usage can come in any chunk, and in every one (vLLM's continuous usage, Perplexity):
+        # the last one wins. Groq's older API put it under x_groq only.
+        usage = obj.get("usage") or (obj.get("x_groq") or {}).get("usage")
         if usage:
-            record.usage = _usage(usage)
+            _apply_usage(usage, record)
         timings = obj.get("timings")
         if timings:
             record.timings = _llama_timings(timings)
@@ -145,55 +148,50 @@ class OpenAIProvider(Provider):
             delta = choice.get("delta") or {}
             content = delta.get("content")
             if content:
-                deltas.append(TextDelta(content))
+                if isinstance(content, str):
+                    deltas.append(TextDelta(content))
+                else:
+                    _content_parts(content, deltas)
             # Nearly every chunk is {"content": "..."} alone; the other fields are looked for
             # only when something else is there.
             if len(delta) > 1 or not content:
                 _other_deltas(delta, deltas)
-            if choice.get("finish_reason"):
-                record.finish_reason = choice["finish_reason"]
+            finish = choice.get("finish_reason")
+            if finish:
+                record_finish(record, finish)
         return deltas
 
     def _apply_whole(self, obj: Any, record: ChatResponse) -> list[Delta]:
+        if isinstance(obj, dict) and obj.get("error"):
+            # Some gateways answer 200 with an error body.
+            raise self._stream_error(obj, record)
         if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list):
             raise self._protocol("chat response has no choices list")
-        record.model_reported = obj.get("model")
-        if obj.get("usage"):
-            record.usage = _usage(obj["usage"])
+        record.model_reported = obj.get("model") or None
+        usage = obj.get("usage") or (obj.get("x_groq") or {}).get("usage")
+        if usage:
+            _apply_usage(usage, record)
         if obj.get("timings"):
             record.timings = _llama_timings(obj["timings"])
         deltas: list[Delta] = []
         for choice in obj["choices"][:1]:
             msg = choice.get("message") or {}
-            reasoning = msg.get("reasoning_content") or msg.get("reasoning")
-            if reasoning:
-                deltas.append(ReasoningDelta(reasoning))
-            if msg.get("content"):
-                deltas.append(TextDelta(msg["content"]))
+            _reasoning(msg, deltas)
+            content = msg.get("content")
+            if isinstance(content, str) and content:
+                deltas.append(TextDelta(content))
+            elif isinstance(content, list):
+                _content_parts(content, deltas)
             if msg.get("refusal"):
                 deltas.append(TextDelta(msg["refusal"]))
-            for i, tc in enumerate(msg.get("tool_calls") or ()):
+            calls = list(msg.get("tool_calls") or ())
+            if msg.get("function_call"):
+                calls.append({"function": msg["function_call"]})
+            for i, tc in enumerate(calls):
                 fn = tc.get("function") or {}
-                args = fn.get("arguments") or ""
-                if not isinstance(args, str):
-                    args = json.dumps(args)
-                deltas.append(ToolCallDelta(i, tc.get("id"), fn.get("name"), args))
-            record.finish_reason = choice.get("finish_reason")
+                deltas.append(ToolCallDelta(i, tc.get("id"), fn.get("name"), _args(fn)))
+            record_finish(record, choice.get("finish_reason"))
         return deltas
-
-    def _stream_error(self, obj: dict[str, Any], record: ChatResponse) -> Exception:
-        message, error_type, code = wire.error_fields(obj)
-        message = self._clean(message)
-        status = code if isinstance(code, int) and 400 <= code < 600 else 500
-        exc = wire.status_error(
-            status,
-            f"{self.label} at {self.host} sent an error mid-stream: {message}",
-            provider=self.label,
-            url=self.base_url,
-            error_type=error_type,
-        )
-        exc.partial = record
-        return exc
 
     def _protocol(self, what: str) -> Exception:
         from .._errors import ProtocolError
@@ -246,11 +244,31 @@ class _SSEChunks:
         return self._objects(self._sse.feed_data(chunk))
 
     def flush(self) -> list[Any]:
-        return self._objects([event.data for event in self._sse.flush()])
+        return self._objects([data_or_event(event) for event in self._sse.flush()])
 
-    def _objects(self, datas: list[str]) -> list[Any]:
+    def _objects(self, datas: list[str | SSEEvent]) -> list[Any]:
         what = self._what
-        return [END if data == "[DONE]" else loads_frame(data, what) for data in datas]
+        return [
+            (END if data == "[DONE]" else loads_frame(data, what))
+            if isinstance(data, str)
+            else self._named(data)
+            for data in datas
+        ]
+
+    def _named(self, event: SSEEvent) -> Any:
+        """An event with a name: ``error`` events become an error chunk (what openai-python
+        raises on), any other name is read as a plain event."""
+        if event.data == "[DONE]":
+            return END
+        if event.event != "error":
+            return loads_frame(event.data, self._what)
+        try:
+            obj = loads_frame(event.data, self._what)
+        except LLMError:
+            obj = event.data  # an error event may carry plain text
+        if isinstance(obj, dict) and obj.get("error"):
+            return obj
+        return {"error": obj if isinstance(obj, dict) else {"message": str(obj)}}
 
 
 def _other_deltas(delta: dict[str, Any], deltas: list[Delta]) -> None:
@@ -258,16 +276,70 @@ def _other_deltas(delta: dict[str, Any], deltas: list[Delta]) -> None:
     refusal = delta.get("refusal")
     if refusal:
         deltas.append(TextDelta(refusal))
-    reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-    if reasoning:
-        deltas.append(ReasoningDelta(reasoning))
-    for tc in delta.get("tool_calls") or ():
+    _reasoning(delta, deltas)
+    for i, tc in enumerate(delta.get("tool_calls") or ()):
         fn = tc.get("function") or {}
-        deltas.append(
-            ToolCallDelta(
-                tc.get("index", 0), tc.get("id"), fn.get("name"), fn.get("arguments") or ""
-            )
+        # Mistral sends whole calls without an index: their place in the list is theirs.
+        deltas.append(ToolCallDelta(tc.get("index", i), tc.get("id"), fn.get("name"), _args(fn)))
+    legacy = delta.get("function_call")
+    if legacy:
+        deltas.append(ToolCallDelta(0, None, legacy.get("name"), _args(legacy)))
+
+
+#: Where servers put reasoning: llama-server, DeepSeek, vLLM < 0.10, Moonshot
+#: (``reasoning_content``); Ollama /v1, Groq, OpenRouter, vLLM (``reasoning``); some
+#: gateways (``thinking``).
+_REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
+
+
+def _reasoning(part: dict[str, Any], deltas: list[Delta]) -> None:
+    """Reasoning text of a delta or message, under whichever name the server uses. The first
+    field found wins: OpenRouter repeats ``reasoning`` in ``reasoning_details``."""
+    for name in _REASONING_FIELDS:
+        text = part.get(name)
+        if text and isinstance(text, str):
+            deltas.append(ReasoningDelta(text))
+            return
+    details = part.get("reasoning_details")
+    if details and isinstance(details, list):
+        text = "".join(
+            str(d.get("text") or d.get("summary") or "") for d in details if isinstance(d, dict)
         )
+        if text:
+            deltas.append(ReasoningDelta(text))
+
+
+def _content_parts(parts: Any, deltas: list[Delta]) -> None:
+    """Content sent as a list of typed parts (Mistral's magistral models): ``text`` parts are
+    the answer, ``thinking`` parts (themselves lists of text parts) are reasoning."""
+    if not isinstance(parts, list):
+        return
+    for part in parts:
+        if isinstance(part, str):
+            if part:
+                deltas.append(TextDelta(part))
+            continue
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text" and part.get("text"):
+            deltas.append(TextDelta(str(part["text"])))
+        elif kind in ("thinking", "reasoning"):
+            inner = part.get("thinking", part.get("text"))
+            if isinstance(inner, list):
+                text = "".join(str(p.get("text", "")) for p in inner if isinstance(p, dict))
+            else:
+                text = str(inner or "")
+            if text:
+                deltas.append(ReasoningDelta(text))
+
+
+def _args(fn: dict[str, Any]) -> str:
+    """Tool-call arguments as JSON text: some servers send the object itself."""
+    args = fn.get("arguments")
+    if args is None:
+        return ""
+    return args if isinstance(args, str) else json.dumps(args)
 
 
 def _wire_message(m: Message) -> dict[str, Any]:
@@ -286,19 +358,43 @@ def _wire_message(m: Message) -> dict[str, Any]:
     return out
 
 
-def _usage(u: dict[str, Any]) -> Usage:
-    prompt_details = u.get("prompt_tokens_details") or {}
-    completion_details = u.get("completion_tokens_details") or {}
-    return Usage(
-        prompt_tokens=u.get("prompt_tokens"),
-        completion_tokens=u.get("completion_tokens"),
-        total_tokens=u.get("total_tokens"),
+def _apply_usage(u: Any, record: ChatResponse) -> None:
+    """Take a usage object into the record, under the field names OpenAI uses or the
+    ``input_tokens`` / ``output_tokens`` of Anthropic-style servers."""
+    if not isinstance(u, dict):
+        return
+    prompt = _first(u, "prompt_tokens", "input_tokens")
+    completion = _first(u, "completion_tokens", "output_tokens")
+    total = u.get("total_tokens")
+    if completion is None and isinstance(total, int) and isinstance(prompt, int):
+        completion = total - prompt
+    if prompt is None and completion is None and total is None:
+        return
+    prompt_details = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or u.get("output_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens")
+    if cached is None:
+        cached = u.get("prompt_cache_hit_tokens")  # DeepSeek
+    record.usage = Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
         reasoning_tokens=completion_details.get("reasoning_tokens"),
-        cached_tokens=prompt_details.get("cached_tokens"),
+        cached_tokens=cached,
     )
 
 
-def _llama_timings(t: dict[str, Any]) -> ServerTimings:
+def _first(u: dict[str, Any], *names: str) -> Any:
+    for name in names:
+        value = u.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def _llama_timings(t: Any) -> ServerTimings | None:
+    if not isinstance(t, dict):
+        return None
     prompt_ms = t.get("prompt_ms")
     decode_ms = t.get("predicted_ms")
     total = None if prompt_ms is None or decode_ms is None else prompt_ms + decode_ms
