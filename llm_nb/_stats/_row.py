@@ -22,7 +22,7 @@ NAN = math.nan
 #: The per-call columns, in METRICS.md order.
 COLUMNS: tuple[str, ...] = (
     "call_id", "run_id", "provider", "host", "model", "model_reported", "stream", "warmup",
-    "status", "error_type", "finish_reason", "started_at",
+    "status", "error_type", "finish_reason", "finish_reason_raw", "started_at",
     "queue_s", "ttfb_s", "ttft_s", "ttfo_s", "e2e_s", "decode_s", "tpot_s",
     "gap_p50_s", "gap_p95_s", "gap_max_s", "n_chunks",
     "prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens", "token_source",
@@ -84,6 +84,10 @@ def call_row(
     elif timings is not None and timings.decode_n is not None:
         token_source = "server_timings"
         prompt, completion = _num(timings.prompt_n), float(timings.decode_n)
+    elif usage.prompt_tokens is not None or usage.total_tokens is not None:
+        # The server counted, just not the answer: unknown, never a count of chunks.
+        token_source = "server_usage"
+        prompt, completion = _num(usage.prompt_tokens), NAN
     else:
         token_source = "chunk_count"
         prompt, completion = NAN, float(len(tokens))
@@ -120,6 +124,7 @@ def call_row(
         "status": record.status,
         "error_type": type(record.error).__name__ if record.error is not None else None,
         "finish_reason": record.finish_reason,
+        "finish_reason_raw": record.finish_reason_raw,
         "started_at": t.started_at,
         "queue_s": _s(send, t.t_queued_ns) if t.t_queued_ns is not None else 0.0,
         "ttfb_s": _s(t.t_headers_ns, send),

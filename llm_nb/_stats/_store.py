@@ -33,8 +33,18 @@ from ._row import COLUMNS
 log = logging.getLogger("llm_nb.stats")
 
 _TEXT_COLUMNS = frozenset({"call_id", "run_id", "provider", "host", "model", "model_reported",
-                           "status", "error_type", "finish_reason", "token_source",
-                           "text_sha256", "started_at"})  # fmt: skip
+                           "status", "error_type", "finish_reason", "finish_reason_raw",
+                           "token_source", "text_sha256", "started_at"})  # fmt: skip
+
+
+#: Columns named, so a store whose older table gained columns at its end still lines up.
+_INSERT = "INSERT INTO calls ({}, text, reasoning) VALUES ({})".format(
+    ", ".join('"' + c + '"' for c in COLUMNS), ", ".join("?" * (len(COLUMNS) + 2))
+)
+
+
+def _sql_type(column: str) -> str:
+    return "TEXT" if column in _TEXT_COLUMNS else "REAL"
 
 
 def default_path() -> Path:
@@ -66,15 +76,19 @@ class Store:
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            cols = ", ".join(f'"{c}" {"TEXT" if c in _TEXT_COLUMNS else "REAL"}' for c in COLUMNS)
+            cols = ", ".join(f'"{c}" {_sql_type(c)}' for c in COLUMNS)
             conn.execute(f"CREATE TABLE IF NOT EXISTS calls ({cols}, text TEXT, reasoning TEXT)")
+            have = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+            for c in COLUMNS:
+                if c not in have:  # a store written before the column existed
+                    conn.execute(f'ALTER TABLE calls ADD COLUMN "{c}" {_sql_type(c)}')
             conn.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT, facts TEXT)")
             self._conn = conn
         return self._conn
 
     def append(self, row: Mapping[str, Any], text: str, reasoning: str) -> None:
         values = [_to_sql(row.get(c)) for c in COLUMNS] + [text, reasoning]
-        self._put((f"INSERT INTO calls VALUES ({', '.join('?' * len(values))})", values))
+        self._put((_INSERT, values))
 
     def append_run(self, run_id: str, facts: Mapping[str, Any]) -> None:
         self._put(("INSERT INTO runs VALUES (?, ?)", [run_id, json.dumps(facts, default=str)]))
