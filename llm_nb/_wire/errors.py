@@ -81,7 +81,12 @@ def error_body(obj: Any) -> ErrorBody:
         return ErrorBody(_one_line(str(obj)))
     err = obj.get("error")
     if isinstance(err, str):
-        return ErrorBody(_one_line(err), _ids(obj.get("code"), obj.get("type")))
+        # Ollama puts the status beside the message inside a stream: {"error", "status"}.
+        return ErrorBody(
+            _one_line(err),
+            _ids(obj.get("code"), obj.get("type")),
+            _status(obj.get("status")) or _status(obj.get("code")),
+        )
     if isinstance(err, dict):
         inner = err.get("innererror")
         inner_code = inner.get("code") if isinstance(inner, dict) else None
@@ -160,7 +165,13 @@ _SPECIFIC: dict[str, type[APIStatusError]] = {
 #: inside a stream) or the status is one no class stands for.
 _GENERAL: dict[str, type[APIStatusError]] = {
     **dict.fromkeys(
-        ("rate_limit_exceeded", "rate_limit_error", "ratelimitreached", "too_many_requests"),
+        (
+            "rate_limit_exceeded",
+            "rate_limit_error",
+            "rate_limited",
+            "ratelimitreached",
+            "too_many_requests",
+        ),
         RateLimitError,
     ),
     **dict.fromkeys(
@@ -197,6 +208,7 @@ _CONTEXT_WORDING = re.compile(
     r"|exceed\w* (?:the |your |its )?(?:\w+ )?context"
     r"|context (?:window|length|size)\b[^.]{0,40}?\b(?:exceed\w*|too (?:long|large|small)|only)"
     r"|context length exceeded"
+    r"|longer than the (?:\w+ )?context"
     r"|prompt is too long"
     r"|too large for model with"
     r"|reduce the length of the messages"
@@ -204,7 +216,7 @@ _CONTEXT_WORDING = re.compile(
     re.I,
 )
 _MODEL_WORDING = re.compile(
-    r"\bmodel\b[^.]{0,120}?\b(?:not found|does not exist|doesn't exist|not exist)"
+    r"\bmodel\b.{0,120}?\b(?:not found|does not exist|doesn't exist|not exist)"
     r"|\b(?:unknown|invalid|unsupported) model\b"
     r"|is not a valid model"
     r"|unable to access model"
