@@ -122,6 +122,8 @@ def test_body_shapes(raw: bytes, message: str, status: int | None) -> None:
         ({"error": {"message": "This model's maximum context length is 8192 tokens"}},
          ContextLengthError, 400),
         ({"error": {"message": "x", "code": "model_not_found"}}, ModelNotFoundError, 404),
+        ({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+         ServiceUnavailableError, 503),
     ],
 )  # fmt: skip
 def test_errors_inside_a_stream_get_a_status(

@@ -135,9 +135,11 @@ class OpenAIProvider(Provider):
             record.model_reported = obj.get("model") or None
         # Usage can come in any chunk, and in every one (vLLM's continuous usage, Perplexity):
         # the last one wins. Groq's older API put it under x_groq only.
-        usage = obj.get("usage") or (obj.get("x_groq") or {}).get("usage")
+        usage = obj.get("usage")
         if usage:
             _apply_usage(usage, record)
+        elif "x_groq" in obj:
+            _apply_usage((obj["x_groq"] or {}).get("usage"), record)
         timings = obj.get("timings")
         if timings:
             record.timings = _llama_timings(timings)
@@ -168,9 +170,7 @@ class OpenAIProvider(Provider):
         if not isinstance(obj, dict) or not isinstance(obj.get("choices"), list):
             raise self._protocol("chat response has no choices list")
         record.model_reported = obj.get("model") or None
-        usage = obj.get("usage") or (obj.get("x_groq") or {}).get("usage")
-        if usage:
-            _apply_usage(usage, record)
+        _apply_usage(obj.get("usage") or (obj.get("x_groq") or {}).get("usage"), record)
         if obj.get("timings"):
             record.timings = _llama_timings(obj["timings"])
         deltas: list[Delta] = []
