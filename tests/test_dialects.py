@@ -287,3 +287,19 @@ async def test_a_200_answer_with_an_error_body_is_that_error() -> None:
     body = {"error": {"message": "too long", "code": "context_length_exceeded"}}
     with pytest.raises(ContextLengthError):
         await provider(json.dumps(body).encode()).chat("asked", "hi")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"model": "m", "choices": [None]},
+        {"model": "m", "choices": [{"index": 0, "delta": "text"}]},
+        {"model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [5]}}]},
+        {"model": "m", "choices": [], "x_groq": 5},
+        {"model": "m", "choices": "none"},
+    ],
+)
+async def test_a_chunk_of_the_wrong_shape_is_a_protocol_error(bad: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError, match="unexpected shape") as info:
+        await read(sse(chunk({"content": "kept"}), bad, chunk(finish="stop")))
+    assert info.value.partial is not None and info.value.partial.text == "kept"

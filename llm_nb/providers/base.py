@@ -23,6 +23,7 @@ from .._errors import (
     APIStatusError,
     LLMError,
     ModelNotFoundError,
+    ProtocolError,
     UnsupportedError,
 )
 from .._stream import ChatStream
@@ -287,6 +288,16 @@ class Provider:
     def _apply_whole(self, obj: Any, record: ChatResponse) -> list[Delta]:
         raise NotImplementedError
 
+    def _shape_error(self, exc: Exception) -> ProtocolError:
+        """A chunk that is JSON but not shaped as the wire says (a field of the wrong type):
+        the server's data, so a ProtocolError rather than the exception reading it raised."""
+        return ProtocolError(
+            f"{self.label} at {self.host} sent a chunk of an unexpected shape "
+            f"({type(exc).__name__}); the partial answer is kept",
+            provider=self.label,
+            url=self.base_url,
+        )
+
     # -- unknown models ---------------------------------------------------------------------
 
     def _is_model_missing(self, exc: APIStatusError, model: str) -> bool:
@@ -356,7 +367,10 @@ class _StreamDialect:
     def apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta] | None:
         if obj is END:
             return None
-        return self._p._apply_chunk(obj, record)
+        try:
+            return self._p._apply_chunk(obj, record)
+        except (AttributeError, TypeError, KeyError, IndexError) as exc:
+            raise self._p._shape_error(exc) from None
 
     def redact(self, exc: LLMError) -> LLMError:
         return self._p._redact(exc)
@@ -373,7 +387,10 @@ class _WholeBodyDialect(_StreamDialect):
     def apply_chunk(self, obj: Any, record: ChatResponse) -> list[Delta] | None:
         if obj is END:
             return None
-        return self._p._apply_whole(obj, record)
+        try:
+            return self._p._apply_whole(obj, record)
+        except (AttributeError, TypeError, KeyError, IndexError) as exc:
+            raise self._p._shape_error(exc) from None
 
 
 class _WholeBody:
