@@ -216,6 +216,11 @@ ANSWERS = [
         "openai_wire/xai-text.json", "openai", "grok-3-mini", "Hello", "stop", "stop", (12, 1),
         reasoning="First, the user said:",
     ),
+    # Together: finish_reason "eos"; the legacy "text" field beside the delta is not read twice.
+    Answer(
+        "openai_wire/together-eos.chunks.txt", "openai",
+        "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", "ABCABC", "stop", "eos", (12, 27),
+    ),
     # Anthropic's OpenAI-compatible endpoint: the first tool call has index 1; no usage.
     Answer(
         "openai_wire/anthropic-fallback-tool-call.sse", "openai", "claude-haiku-4-5-20251001",

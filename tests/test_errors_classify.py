@@ -205,3 +205,11 @@ async def test_ollama_unknown_model_lists_installed_models() -> None:
     )
     with pytest.raises(ModelNotFoundError, match=r"available: qwen3:0\.6b"):
         await p.chat("llama9", "hi")
+
+
+async def test_embeddings_for_an_unknown_model_list_the_models_too() -> None:
+    _, transport = counting(404, {"error": {"message": "x", "code": "model_not_found"}})
+    p = OpenAIProvider("http://127.0.0.1:9/v1", transport=transport, retry=RetryPolicy(0))
+    with pytest.raises(ModelNotFoundError, match="'emb-z' not found") as info:
+        await p.embed("emb-z", "hello")
+    assert info.value.available == ["gpt-a", "gpt-b"]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .._config import normalize_url
-from .._errors import ConfigError, InvalidOptionError, LLMError
+from .._errors import ConfigError, InvalidOptionError, LLMError, ModelNotFoundError
 from .._types import (
     ChatOptions,
     ChatResponse,
@@ -219,9 +219,12 @@ class OpenAIProvider(Provider):
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         if not texts:
             raise InvalidOptionError("embed() needs at least one input text")
-        obj = await self._post_json(
-            f"{self.api_prefix}/embeddings", {"model": model, "input": texts}
-        )
+        try:
+            obj = await self._post_json(
+                f"{self.api_prefix}/embeddings", {"model": model, "input": texts}
+            )
+        except ModelNotFoundError as exc:
+            raise await self._model_not_found(model, exc) from exc
         data = sorted(obj.get("data") or (), key=lambda d: d.get("index", 0))
         usage = obj.get("usage") or {}
         return Embeddings(
