@@ -188,7 +188,7 @@ async def test_llama_server_context_error_in_the_stream_keeps_the_partial_answer
     p = LlamaCppProvider("http://127.0.0.1:9", transport=transport, retry=RetryPolicy(0))
     with pytest.raises(ContextLengthError, match="mid-stream") as info:
         await p.stream("m", "hi").collect()
-    assert info.value.status_code == 400
+    assert info.value.status_code == 400 and info.value.error_type == "exceed_context_size_error"
     assert info.value.partial is not None and info.value.partial.text == "par"
 
 

@@ -58,7 +58,11 @@ class ErrorBody:
 
     @property
     def code(self) -> str | None:
-        """The most specific identifier (``code`` before ``type``), for the exception."""
+        """The most specific identifier (``code`` before ``type``, a name before a number:
+        llama-server's ``code`` is the HTTP status), for the exception."""
+        for code in self.codes:
+            if not code.isdigit():
+                return code
         return self.codes[0] if self.codes else None
 
 
