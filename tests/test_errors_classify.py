@@ -87,6 +87,18 @@ def test_classification(status: int, raw: Any, cls: type[APIStatusError]) -> Non
     assert classify(status, parse_error_body(body(raw))) is cls
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Invalid model parameter 'temperature': must be <= 2",
+        "This model does not support tools",
+        "model field must be a string",
+    ],
+)
+def test_wording_about_a_model_that_exists_is_a_bad_request(message: str) -> None:
+    assert classify(400, parse_error_body(body({"error": {"message": message}}))) is BadRequestError
+
+
 def test_wording_never_overrides_a_server_status_for_5xx() -> None:
     # A server failing is a server failure, whatever its message mentions.
     err = parse_error_body(body({"error": "model 'x' not found in cache; context lost"}))

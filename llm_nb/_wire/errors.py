@@ -221,7 +221,7 @@ _CONTEXT_WORDING = re.compile(
 )
 _MODEL_WORDING = re.compile(
     r"\bmodel\b.{0,120}?\b(?:not found|does not exist|doesn't exist|not exist)"
-    r"|\b(?:unknown|invalid|unsupported) model\b"
+    r"|\b(?:unknown|invalid) model(?: name| id)?(?:\s*[:'\"`=(]| passed)"
     r"|is not a valid model"
     r"|unable to access model"
     r"|deployment for this resource does not exist",
@@ -230,6 +230,10 @@ _MODEL_WORDING = re.compile(
 _QUOTA_WORDING = re.compile(
     r"exceeded your current quota|insufficient (?:balance|credits|quota)", re.I
 )
+
+
+#: Statuses whose class the wording may refine (not 401, 403, 429: those say it all).
+_WORDING_STATUSES = frozenset({None, 400, 404, 409, 413, 422})
 
 
 def classify(status: int | None, error: ErrorBody) -> type[APIStatusError]:
@@ -246,7 +250,7 @@ def classify(status: int | None, error: ErrorBody) -> type[APIStatusError]:
                 return _GENERAL[code]
     base = status_error_class(status) if status is not None else ServerError
     message = error.message
-    if status is None or 400 <= status < 500:
+    if status in _WORDING_STATUSES:
         if _CONTEXT_WORDING.search(message):
             return ContextLengthError
         if _MODEL_WORDING.search(message):
