@@ -5,6 +5,7 @@ in a child process that ends with this one (the prebuilt server by default, noth
 ``LLM_NB_SERVER`` chooses; the model is fetched once, progress on stderr), so a fresh install
 answers offline. The answer goes
 to stdout as it streams; a figures line (time to first token, decode speed, tokens) to stderr.
+What a model or server wrote reaches the terminal without escape sequences (``_terminal``).
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     prompt = " ".join(args.prompt) or DEFAULT_PROMPT
     from . import _api
+    from ._terminal import ControlStripper, strip_controls
     from ._types import TextDelta
 
     stream: _api.SyncStream | None = None
+    answer = ControlStripper()
     try:
         stream = _api.stream(
             args.model,
@@ -59,18 +62,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         for delta in stream:
             if isinstance(delta, TextDelta):
-                sys.stdout.write(delta.text)
+                sys.stdout.write(answer.feed(delta.text))
                 sys.stdout.flush()
     except KeyboardInterrupt:
+        sys.stdout.write(answer.flush())
         print("\n[interrupted]", file=sys.stderr)
         return 130
     except LLMError as exc:
+        sys.stdout.write(answer.flush())
         # End the partial answer's line so the error starts on its own.
         newline = "\n" if stream is not None and stream.text else ""
-        print(f"{newline}llm_nb: {exc}", file=sys.stderr)
+        print(f"{newline}llm_nb: {strip_controls(str(exc))}", file=sys.stderr)
         return 1
-    sys.stdout.write("\n")
-    print(_figures(stream.response), file=sys.stderr)
+    sys.stdout.write(answer.flush() + "\n")
+    print(strip_controls(_figures(stream.response)), file=sys.stderr)
     return 0
 
 

@@ -357,8 +357,11 @@ class ChatResponse(_ChatResponseFields):
     def __str__(self) -> str:
         return self.text
 
-    def _repr_markdown_(self) -> str:
-        return self.text
+    def _repr_html_(self) -> str:
+        # The answer is untrusted: rendered and sanitized, never handed over as Markdown.
+        from ._safe_html import markdown_html
+
+        return markdown_html(self.text)
 
     @property
     def model_id(self) -> str:

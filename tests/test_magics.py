@@ -34,6 +34,7 @@ from llm_nb._magics._render import Column, answer_bundle, columns_bundle, extrac
 from llm_nb._magics._runner import Call, run_calls
 from llm_nb._magics._template import fill
 from llm_nb._registry import registry
+from llm_nb._safe_html import markdown_html
 from llm_nb._types import ChatResponse
 from tests.contract import OllamaContractServer
 
@@ -211,17 +212,19 @@ def test_fill_from_namespace() -> None:
 
 
 def test_render_formats() -> None:
+    # Markdown is rendered (and sanitized) here: a live text/markdown output would be trusted.
     assert answer_bundle("**hi**", "markdown") == {
-        "text/markdown": "**hi**",
+        "text/html": "<p><strong>hi</strong></p>\n",
         "text/plain": "**hi**",
     }
     md = answer_bundle("part", "markdown", note="interrupted")
-    assert md["text/markdown"].endswith("**[interrupted]**")
+    assert md["text/html"].endswith("<p><strong>[interrupted]</strong></p>")
     assert md["text/plain"] == "part\n[interrupted]"
     assert extract_code("Here:\n```python\nx = 1\n```\nbye") == ("python", "x = 1")
     assert extract_code("```py\nx = 1\nstill streaming") == ("py", "x = 1\nstill streaming")
-    code = answer_bundle("```python\nprint('```')\n```", "code")
-    assert code["text/markdown"].startswith("````python\n") and code["text/plain"] == "print('```')"
+    code = answer_bundle("```python\nprint('<b>```')\n```", "code")
+    assert code["text/html"] == "<pre><code>print(&#x27;&lt;b&gt;```&#x27;)</code></pre>"
+    assert code["text/plain"] == "print('<b>```')"
     assert answer_bundle('```json\n{"a": [1]}\n```', "json")["application/json"] == {"a": [1]}
     assert answer_bundle('{"a": ', "json") == {"text/plain": '{"a": '}
     assert answer_bundle("<b>x</b>", "html")["text/html"] == "<b>x</b>"
@@ -367,7 +370,7 @@ def test_rich_view_is_throttled_and_ends_with_the_answer(model: str) -> None:
     # The final frame may follow the last live one at once; live frames are spaced.
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(frames[:-1])]
     assert all(g >= 0.29 for g in gaps), gaps
-    assert frames[-1][1] == {"text/markdown": record.text, "text/plain": record.text}
+    assert frames[-1][1] == {"text/html": markdown_html(record.text), "text/plain": record.text}
 
 
 def test_interrupt_keeps_partial_and_records_cancelled(

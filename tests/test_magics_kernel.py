@@ -19,6 +19,7 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
+from llm_nb._safe_html import markdown_html, note_html
 from tests.contract import OllamaContractServer
 from tests.kernels import iopub_until_idle, started_kernel
 
@@ -108,7 +109,7 @@ def test_long_answer_costs_a_bounded_number_of_updates(kernel: Kernel, model: st
     r = kernel.value("{'text': r.text, 'status': r.status, 'n': len(r.trace.token_times_ns)}")
     assert r["status"] == "ok" and r["n"] == 120
     final = updates[-1]["content"]["data"]
-    assert final == {"text/markdown": r["text"], "text/plain": r["text"]}
+    assert final == {"text/html": markdown_html(r["text"]), "text/plain": r["text"]}
     print(f"\n120 tokens in {duration:.2f} s -> {len(updates)} updates")
 
 
@@ -135,7 +136,7 @@ def test_interrupt_stops_the_stream_and_keeps_the_partial_answer(
     assert content["traceback"] == [f"\x1b[31mllm_nb: interrupted after {r['n']} tokens\x1b[0m"]
     final = reply.of("update_display_data")[-1]["content"]["data"]
     assert final["text/plain"] == r["text"] + "\n[interrupted]"
-    assert final["text/markdown"] == r["text"] + "\n\n**[interrupted]**"
+    assert final["text/html"] == markdown_html(r["text"]) + note_html("interrupted")
     assert stopped_in < 5, stopped_in
     # The HTTP connection was closed, so the server stopped generating.
     deadline = time.monotonic() + 3

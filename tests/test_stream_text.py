@@ -27,7 +27,7 @@ def test_appends_read_as_their_concatenation() -> None:
     r.add_reasoning("think")
     r.add_reasoning("ing")
     assert r.text == expected and r.reasoning == "thinking"
-    assert str(r) == r._repr_markdown_() == expected
+    assert str(r) == expected and r._repr_html_() == f"<p>{expected.strip()}</p>\n"
     r.text = "reset"
     r.add_text("!")
     assert r.text == "reset!" and r.reasoning == "thinking"

@@ -27,6 +27,7 @@ from IPython.core.interactiveshell import InteractiveShell
 import llm_nb
 from llm_nb._embedded.server import free_port
 from llm_nb._registry import registry
+from llm_nb._safe_html import escape, markdown_html, note_html
 from llm_nb._widgets import ChatPanel, ComparePanel, ModelPicker, _defaults, _picker
 from llm_nb._widgets._compare import _plot_widget
 from llm_nb._widgets._parts import shown_text
@@ -139,15 +140,15 @@ async def test_chat_streams_on_the_kernel_loop_throttled_and_multi_turn(
     first = panel.turns[0].record
     assert first.status == "ok" and first.usage.completion_tokens == 40
     assert shown_text(panel.answer) == first.text
-    assert panel.answer.outputs[0]["data"]["text/markdown"] == first.text
+    assert panel.answer.outputs[0]["data"]["text/html"] == markdown_html(first.text)
     assert "tok/s" in panel.turns[0].figures.value and "40 tokens" in panel.turns[0].figures.value
     # ≤ 10 live redraws a second plus the final one, all from this (the kernel's) thread.
     assert 2 <= changes.count <= 10 * duration + 2, (changes.count, duration)
     assert changes.threads == {threading.get_ident()}
     assert not panel.send_button.disabled and panel.stop_button.disabled
     assert [m.role for m in panel.messages] == ["user", "assistant"]
-    assert first.text in panel.saved.bundle["text/markdown"]
-    assert "> Write a story about a dragon." in panel.saved.bundle["text/markdown"]
+    assert markdown_html(first.text) in panel.saved.bundle["text/html"]
+    assert ">Write a story about a dragon.</div>" in panel.saved.bundle["text/html"]
 
     panel.send("And then?")
     await panel.wait()
@@ -157,7 +158,7 @@ async def test_chat_streams_on_the_kernel_loop_throttled_and_multi_turn(
     assert second.usage.prompt_tokens is not None and first.usage.prompt_tokens is not None
     assert second.usage.prompt_tokens > first.usage.prompt_tokens + 40
     assert [m.role for m in panel.messages] == ["user", "assistant"] * 2
-    assert panel.saved.bundle["text/markdown"].count("**`" + model + "`:**") == 2
+    assert panel.saved.bundle["text/html"].count(f"<code>{escape(model)}</code>:") == 2
 
     panel.reset_button.click()
     assert panel.messages == [] and panel.history.children == ()
@@ -177,12 +178,12 @@ async def test_stop_mid_answer_keeps_the_partial_text_and_frees_the_slot(
     n = len(record.trace.token_times_ns)
     assert record.status == "cancelled" and 0 < n < 3000
     assert shown_text(panel.answer) == record.text + "\n[stopped]"
-    assert panel.answer.outputs[0]["data"]["text/markdown"].endswith("**[stopped]**")
+    assert panel.answer.outputs[0]["data"]["text/html"].endswith(note_html("stopped"))
     assert panel.error.text == "" and not panel.send_button.disabled
     assert await slots_idle(llama_server.url), "llama-server is still generating"
     # What was on screen stays in the conversation.
     assert panel.messages[-1].content == record.text
-    assert "**[stopped]**" in panel.saved.bundle["text/markdown"]
+    assert note_html("stopped") in panel.saved.bundle["text/html"]
 
     # Stopped before the task's first step (no code of it ran): still a clean end.
     panel.send("Hi")
@@ -551,8 +552,8 @@ def test_in_a_kernel_stop_gets_through_and_the_answer_is_saved_as_a_normal_outpu
     )
     assert r["status"] == "cancelled" and 0 < r["n"] < 3000
     (saved,) = [m for m in after if m["msg_type"] == "update_display_data"]
-    assert r["text"] in saved["content"]["data"]["text/markdown"]
-    assert "**[stopped]**" in saved["content"]["data"]["text/markdown"]
+    assert markdown_html(r["text"]) in saved["content"]["data"]["text/html"]
+    assert note_html("stopped") in saved["content"]["data"]["text/html"]
     # Live redraws were throttled: at least ~0.1 s apart (the first shows the "waiting"
     # mark at the click, the last is the final one, sent at once).
     stamps = [m["header"]["date"].timestamp() for m in answer_updates(answer_id)(live + after)]

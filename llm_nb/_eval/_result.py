@@ -8,6 +8,7 @@ summary's ``error_rate`` instead of pulling the mean score down.
 
 from __future__ import annotations
 
+import html
 import math
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -50,8 +51,11 @@ class EvalResult:
         )
 
     def _repr_html_(self) -> str:
-        html: str = self.summary.to_html(index=False, float_format=lambda v: f"{v:.4g}")
-        return f"<p><b>evaluation {self.run}</b>: {len(self.frame)} cells</p>{html}"
+        # escape=True: model ids come from servers, and the run name from the user.
+        table: str = self.summary.to_html(
+            index=False, escape=True, float_format=lambda v: f"{v:.4g}"
+        )
+        return f"<p><b>evaluation {html.escape(self.run)}</b>: {len(self.frame)} cells</p>{table}"
 
     def rescore(self, scorers: ScorerSpec) -> EvalResult:
         """The same answers scored with other scorers; no call is made."""

@@ -102,8 +102,12 @@ def _build_parser() -> _Parser:
         "-f",
         "--format",
         choices=FORMATS,
-        help="how to render the answer (default: LLMMagics.default_format); json also asks "
-        "the model for JSON",
+        help="how to render the answer (default: LLMMagics.default_format). Answers are "
+        "untrusted: markdown shows raw HTML as text and keeps only http/https/mailto links; "
+        "json also asks the model for JSON; html is sanitized (nh3): it keeps headings, "
+        "paragraphs, lists, tables, text formatting, code, details, http/https/mailto links "
+        "and images, and drops script, style, iframe, object, embed, form, svg and math "
+        "elements, every on* and style attribute and every other URL",
     )
     p.add_argument(
         "--no-stream",

@@ -4,7 +4,7 @@ In a kernel (JupyterLab, Notebook 7, VS Code, nbclient) one output is created wi
 display id and updated in place; each update replaces the whole answer, so the saved
 notebook ends up holding the final text. A terminal IPython has no display to update, so the
 answer is printed as it grows, and side-by-side answers are printed one after another as
-each model finishes.
+each model finishes, without the escape sequences a model may have put in them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .._terminal import ControlStripper, strip_controls
 from ._figures import figures, live_figures
 from ._render import (
     Bundle,
@@ -103,10 +104,12 @@ class PlainView:
 
     def __init__(self) -> None:
         self._printed = 0
+        self._stripper = ControlStripper()
         self._finished: set[int] = set()
 
     def start(self, calls: Sequence[Call]) -> None:
         self._printed = 0
+        self._stripper = ControlStripper()
         self._finished.clear()
 
     def update(self, calls: Sequence[Call], *, final: bool) -> None:
@@ -116,13 +119,14 @@ class PlainView:
         for i, call in enumerate(calls):
             if i not in self._finished and (call.done or final):
                 self._finished.add(i)
-                _write(columns_text([_column(call, True)]) + "\n\n")
+                _write(strip_controls(columns_text([_column(call, True)])) + "\n\n")
 
     def _grow(self, call: Call, final: bool) -> None:
         text = call.record.text
-        _write(text[self._printed :])
+        _write(self._stripper.feed(text[self._printed :]))
         self._printed = len(text)
         if final:
+            _write(self._stripper.flush())
             note = _note(call)
             end = "" if not text or text.endswith("\n") else "\n"
             _write(end + (f"[{note}]\n" if note and text else ""))

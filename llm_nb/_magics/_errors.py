@@ -13,8 +13,11 @@ _RESET = "\x1b[0m"
 
 
 def one_line(message: str) -> str:
-    """``llm_nb: <message>`` in red, folded onto one line whatever the message holds."""
-    return f"{_RED}llm_nb: {' '.join(message.split())}{_RESET}"
+    """``llm_nb: <message>`` in red, folded onto one line whatever the message holds (a
+    server's words included: their escape sequences are removed)."""
+    from .._terminal import strip_controls
+
+    return f"{_RED}llm_nb: {' '.join(strip_controls(message).split())}{_RESET}"
 
 
 class MagicError(Exception):

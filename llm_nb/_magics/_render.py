@@ -1,25 +1,30 @@
 """Answers as MIME bundles: one answer in the chosen format, or several side by side.
 
+Answers are untrusted: a live output is trusted by JupyterLab, so nothing from a model
+reaches the page as markup. Markdown answers are rendered to HTML here and sanitized
+(``llm_nb._safe_html``), so the bundle is ``text/html``, never ``text/markdown``; ``-f html``
+answers are sanitized; every other text is escaped.
+
 Every bundle carries ``text/plain`` next to its rich type, so frontends that cannot render
-Markdown or HTML (a terminal, ``nbconvert --to script``, a diff tool reading the .ipynb)
-still show the answer, and the saved notebook holds the text itself.
+HTML (a terminal, ``nbconvert --to script``, a diff tool reading the .ipynb) still show the
+answer, and the saved notebook holds the text itself.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._safe_html import answer_html, clean_html, escape, markdown_html, note_html
+
 Bundle = dict[str, Any]
 
 #: A fenced block: opening fence (``` or ~~~, 3 or more) with its info string, then the body
 #: up to a matching closing fence or, while the answer is still streaming, the end.
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)\n(.*?)(?:^ {0,3}\1[ \t]*$|\Z)", re.M | re.S)
-_BACKTICKS = re.compile(r"`+")
 
 
 def waiting_bundle() -> Bundle:
@@ -31,29 +36,27 @@ def answer_bundle(text: str, fmt: str, *, reasoning: str = "", note: str | None 
     """One answer rendered as ``fmt`` (markdown · text · code · json · html); ``note`` (e.g.
     ``interrupted``) is appended as a visible ``[note]`` marker."""
     plain = text + (f"\n[{note}]" if note else "")
+    marker = note_html(note) if note else ""
     if fmt == "markdown":
-        md = text
-        if reasoning:
-            md = f"<details><summary>reasoning</summary>\n\n{reasoning}\n\n</details>\n\n{text}"
-        return {"text/markdown": md + _md_note(note), "text/plain": plain}
+        return {"text/html": answer_html(text, reasoning=reasoning, note=note), "text/plain": plain}
     if fmt == "code":
-        lang, code = extract_code(text)
-        fence = "`" * max([3, *(len(run) + 1 for run in _BACKTICKS.findall(code))])
-        md = f"{fence}{lang}\n{code}\n{fence}" + _md_note(note)
-        return {"text/markdown": md, "text/plain": code + (f"\n[{note}]" if note else "")}
+        _, code = extract_code(text)
+        return {
+            "text/html": code_html(code) + marker,
+            "text/plain": code + (f"\n[{note}]" if note else ""),
+        }
     if fmt == "json":
         value = parse_json_answer(text)
         if note is None and isinstance(value, dict | list):
             return {"application/json": value, "text/plain": json.dumps(value, indent=2)}
         return {"text/plain": plain}
     if fmt == "html":
-        marker = f"<p><b>[{html.escape(note)}]</b></p>" if note else ""
-        return {"text/html": text + marker, "text/plain": plain}
+        return {"text/html": clean_html(text) + marker, "text/plain": plain}
     return {"text/plain": plain}
 
 
-def _md_note(note: str | None) -> str:
-    return f"\n\n**[{note}]**" if note else ""
+def code_html(code: str) -> str:
+    return f"<pre><code>{escape(code)}</code></pre>"
 
 
 def extract_code(text: str) -> tuple[str, str]:
@@ -97,19 +100,27 @@ def columns_bundle(columns: Sequence[Column], fmt: str) -> Bundle:
     """Several answers side by side (an HTML flex row), each with its footer of figures."""
     cells = []
     for col in columns:
-        body = col.text if fmt == "html" else html.escape(col.text)
         note = ""
         if col.note:
             color = "var(--jp-error-color1,#c00)" if col.failed else "inherit"
-            note = f'<div style="color:{color};font-weight:bold">[{html.escape(col.note)}]</div>'
+            note = f'<div style="color:{color};font-weight:bold">[{escape(col.note)}]</div>'
         cells.append(
             f'<div style="{_BOX}">'
-            f'<div style="font-weight:bold;margin-bottom:0.3em">{html.escape(col.label)}</div>'
-            f'<div style="white-space:pre-wrap;word-wrap:break-word">{body}</div>{note}'
-            f'<div style="{_MUTED};margin-top:0.4em">{html.escape(col.footer)}</div></div>'
+            f'<div style="font-weight:bold;margin-bottom:0.3em">{escape(col.label)}</div>'
+            f"{_column_body(col.text, fmt)}{note}"
+            f'<div style="{_MUTED};margin-top:0.4em">{escape(col.footer)}</div></div>'
         )
     row = f'<div style="display:flex;gap:0.6em;align-items:flex-start">{"".join(cells)}</div>'
     return {"text/html": row, "text/plain": columns_text(columns)}
+
+
+def _column_body(text: str, fmt: str) -> str:
+    """One column's answer: rendered Markdown, sanitized HTML, or escaped text."""
+    if fmt == "markdown":
+        return f"<div>{markdown_html(text)}</div>"
+    if fmt == "html":
+        return f"<div>{clean_html(text)}</div>"
+    return f'<div style="white-space:pre-wrap;word-wrap:break-word">{escape(text)}</div>'
 
 
 def columns_text(columns: Sequence[Column]) -> str:

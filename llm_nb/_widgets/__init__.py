@@ -17,7 +17,7 @@ How they work (each module's docstring has the details):
   end, whatever the token rate, like ``%%llm``.
 * **Saved answers** (``_saved``): widget state is not saved with a notebook, so each panel
   also leaves an ordinary output under itself, updated through its display id with the
-  finished answers (Markdown, or HTML for the compare panel). That output is what a saved or
+  finished answers (sanitized HTML, as every answer is shown). That output is what a saved or
   converted notebook shows.
 * **Default model** (``_defaults``): selecting a model in the picker sets
   ``LLMMagics.default_model`` on the loaded extension, and in the shell's config so that a

@@ -1,5 +1,6 @@
 """The chat panel: a prompt box, Send and Stop, and the conversation with answers streaming
-in live as Markdown, each followed by its figures (time to first token, tokens/s, tokens).
+in live as Markdown (rendered and sanitized by ``llm_nb._safe_html``), each followed by its
+figures (time to first token, tokens/s, tokens).
 
 Each Send continues the conversation: the model gets every earlier turn as messages. A turn
 that was stopped keeps its partial answer, on screen and in the conversation; a turn that
@@ -8,7 +9,6 @@ failed shows its error on one line and is left out of the conversation, so Send 
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from .._api import provider
 from .._errors import LLMError
 from .._magics._figures import figures, live_figures
 from .._magics._runner import Call
+from .._safe_html import answer_html, escape
 from .._types import ChatOptions, ChatResponse, Message
 from ._defaults import default_model, throttle_s
 from ._parts import ErrorLine, Panel, answer_output, styled
@@ -33,7 +34,7 @@ class Turn:
     call: Call
     answer: Any  # ipywidgets.Output
     figures: Any  # ipywidgets.Label
-    #: (markdown, plain text) for the saved output, once the turn has ended.
+    #: (HTML, plain text) for the saved output, once the turn has ended.
     saved: tuple[str, str] | None = None
 
     @property
@@ -144,7 +145,7 @@ class ChatPanel(Panel):
 
     def _add_turn(self, text: str, model: str, call: Call) -> Turn:
         asked = styled(w.HTML(_prompt_html(text)), "llm-nb-chat-user")
-        label = styled(w.HTML(f"<b>{html.escape(model)}</b>"), "llm-nb-chat-model-label")
+        label = styled(w.HTML(f"<b>{escape(model)}</b>"), "llm-nb-chat-model-label")
         answer = styled(w.Output(), "llm-nb-chat-answer")
         answer.outputs = answer_output(call.record, final=False)
         shown = styled(w.Label(""), "llm-nb-chat-figures")
@@ -191,11 +192,11 @@ class ChatPanel(Panel):
         self.stop_button.disabled = not on
 
     def _save(self) -> None:
-        parts = [("---", "---") if t is None else t.saved for t in self._transcript]
+        parts = [("<hr>", "---") if t is None else t.saved for t in self._transcript]
         done = [p for p in parts if p is not None]
-        md = "\n\n".join(m for m, _ in done)
+        rich = "".join(h for h, _ in done)
         plain = "\n\n".join(p for _, p in done)
-        self.saved.update({"text/markdown": md, "text/plain": plain})
+        self.saved.update({"text/html": rich, "text/plain": plain})
 
 
 def _placeholder() -> str:
@@ -205,23 +206,25 @@ def _placeholder() -> str:
 def _prompt_html(text: str) -> str:
     return (
         '<div style="white-space:pre-wrap;padding:0.3em 0.5em;border-left:3px solid '
-        f'var(--jp-brand-color1,#1976d2)">{html.escape(text)}</div>'
+        f'var(--jp-brand-color1,#1976d2)">{escape(text)}</div>'
     )
 
 
 def _transcript_entry(turn: Turn) -> tuple[str, str]:
-    """One finished turn for the saved output: the prompt quoted, the answer, its figures."""
+    """One finished turn for the saved output: the prompt, the answer, its figures."""
     record = turn.record
     note = turn.note
-    quoted = "\n".join(f"> {line}" if line else ">" for line in turn.prompt.splitlines())
     shown = str(figures(record)) if record.trace.token_times_ns else ""
-    marker = f"\n\n**[{note}]**" if note else ""
-    error = f"\n\n`{turn.call.error}`" if turn.call.error is not None else ""
-    # In backticks: Markdown would turn "name@host:port" into a mail link.
-    md = f"{quoted}\n\n**`{turn.model}`:**\n\n{record.text}{marker}{error}"
+    rich = (
+        _prompt_html(turn.prompt)
+        + f"<p><strong><code>{escape(turn.model)}</code>:</strong></p>"
+        + answer_html(record.text, note=note)
+    )
+    if turn.call.error is not None:
+        rich += f"<p><code>{escape(str(turn.call.error))}</code></p>"
     if shown:
-        md += f"\n\n*{shown}*"
+        rich += f"<p><em>{escape(shown)}</em></p>"
     plain = f"You: {turn.prompt}\n{turn.model}: {record.text}" + (f"\n[{note}]" if note else "")
     if shown:
         plain += f"\n({shown})"
-    return md, plain
+    return rich, plain

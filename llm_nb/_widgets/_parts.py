@@ -1,5 +1,5 @@
 """Pieces every panel shares: the panel base class (with its saved output), the one-line
-error display, and answers as Markdown outputs for an ``Output`` widget."""
+error display, and answers as (sanitized) HTML outputs for an ``Output`` widget."""
 
 from __future__ import annotations
 
@@ -52,10 +52,11 @@ class ErrorLine:
 
 
 def answer_output(record: ChatResponse, *, final: bool, note: str | None = None) -> tuple[Any]:
-    """The ``outputs`` of an ``Output`` widget showing ``record``'s answer as Markdown.
+    """The ``outputs`` of an ``Output`` widget showing ``record``'s answer, its Markdown
+    rendered to sanitized HTML the same way as ``%%llm``'s answers (an ``Output`` widget's
+    outputs are trusted by the frontend, so raw Markdown would let raw HTML through).
 
-    Setting the whole tuple sends one message, which the frontend renders with its own
-    Markdown renderer (code blocks, math), the same way it renders ``%%llm``'s answers.
+    Setting the whole tuple sends one message.
     """
     bundle: Bundle
     if record.text or record.reasoning or final:

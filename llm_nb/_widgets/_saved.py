@@ -8,8 +8,8 @@ its text/plain repr, and nothing of the answers.
 So when a panel is displayed, it puts a second, ordinary output under itself: a
 ``display_data`` with a display id, empty at first, published from the cell that displays
 the panel (so the frontend files it under that cell). When an answer finishes, the panel
-sends ``update_display_data`` for that display id with the answers so far as Markdown (or
-HTML for the compare panel) plus text/plain. Frontends route display-id updates to every
+sends ``update_display_data`` for that display id with the answers so far as sanitized HTML
+(see ``llm_nb._safe_html``) plus text/plain. Frontends route display-id updates to every
 output holding that id, whichever request the update came from (JupyterLab keeps a cell's
 request open for exactly this, and nbclient does the same), so the cell's saved output
 holds the final answers. Nothing is sent while an answer streams: the live view is the
