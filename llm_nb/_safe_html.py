@@ -45,9 +45,14 @@ _MARKDOWN_ATTRIBUTES = {
     "a": {"href", "title"},
     "img": {"src", "alt", "title"},
     "ol": {"start"},
-    "th": {"align"},
-    "td": {"align"},
+    "th": {"style"},
+    "td": {"style"},
+    "span": {"style"},
 }
+#: The only style properties kept, and only on the elements above: table column alignment
+#: (JupyterLab right-aligns HTML table cells, which an ``align`` attribute cannot override)
+#: and code colours (``_highlight``). None of them can load anything.
+_STYLE_PROPERTIES = frozenset({"text-align", "color", "font-weight"})
 #: Math delimiters as the math plugins report them (token.markup) → the closing one.
 _MATH_CLOSE = {"$": "$", "$$": "$$", "\\(": "\\)", "\\[": "\\]"}
 
@@ -106,7 +111,16 @@ def _clean_markdown(rendered: str) -> str:
         url_relative="deny",
         link_rel=LINK_REL,
         strip_comments=True,
+        filter_style_properties=set(_STYLE_PROPERTIES),
     )
+
+
+def code_html(code: str, language: str = "") -> str:
+    """A code block: highlighted when ``language`` is known, escaped either way."""
+    from ._highlight import highlight
+
+    body = highlight(code, language) if language else None
+    return f"<pre><code>{escape(code) if body is None else body}</code></pre>"
 
 
 @cache
@@ -115,7 +129,8 @@ def _markdown() -> MarkdownIt:
     from mdit_py_plugins.dollarmath import dollarmath_plugin
     from mdit_py_plugins.texmath import texmath_plugin
 
-    md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+    md = MarkdownIt("commonmark", {"html": False, "highlight": _highlight})
+    md.enable(["table", "strikethrough"])
     md.use(dollarmath_plugin, allow_labels=False, double_inline=True)
     md.use(texmath_plugin, delimiters="brackets")
     for kind in ("math_inline", "math_inline_double"):
@@ -136,10 +151,16 @@ def _render_block_math(self: Any, tokens: Any, idx: int, options: Any, env: Any)
     return f"<div>{escape(tex)}</div>\n"
 
 
+def _highlight(code: str, language: str, attrs: Any) -> str:
+    from ._highlight import highlight
+
+    # "" lets markdown-it escape the block itself.
+    return highlight(code, language.split(maxsplit=1)[0]) or "" if language.strip() else ""
+
+
 def _table_align(state: StateCore) -> None:
-    """Column alignment as ``align`` attributes: the sanitizer drops every ``style``."""
+    """Columns without an alignment are left-aligned, as in Markdown that JupyterLab renders
+    itself (its stylesheet right-aligns HTML table cells, for DataFrames)."""
     for token in state.tokens:
-        if token.type in ("th_open", "td_open"):
-            style = str(token.attrs.pop("style", ""))
-            if style.startswith("text-align:"):
-                token.attrSet("align", style.removeprefix("text-align:"))
+        if token.type in ("th_open", "td_open") and "style" not in token.attrs:
+            token.attrSet("style", "text-align:left")

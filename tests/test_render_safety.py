@@ -11,6 +11,7 @@ value that could load a URL, and no URL attribute whose scheme is not http, http
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 
@@ -22,11 +23,12 @@ from llm_nb import __main__ as cli
 from llm_nb._eval._result import EvalResult
 from llm_nb._loop import run_sync
 from llm_nb._magics._args import FORMATS
+from llm_nb._magics._display import RenderBudget
 from llm_nb._magics._errors import MagicError
 from llm_nb._magics._models import models_frame
 from llm_nb._magics._render import Column, answer_bundle, columns_bundle
 from llm_nb._registry import registry
-from llm_nb._safe_html import answer_html, clean_html, escape, markdown_html
+from llm_nb._safe_html import _clean_markdown, answer_html, clean_html, escape, markdown_html
 from llm_nb._terminal import ControlStripper, strip_controls
 from llm_nb._types import ChatResponse
 from llm_nb._widgets._parts import ErrorLine, answer_output
@@ -131,8 +133,14 @@ def test_harmless_markdown_still_renders() -> None:
     for tag in ("h1", "strong", "em", "s", "ul", "li", "table", "th", "td", "pre", "code", "a"):
         assert tag in tags, tag
     assert '<a href="https://example.com/docs" rel="noopener noreferrer nofollow">' in out
-    assert '<th align="right">col B</th>' in out  # alignment kept, without a style attribute
-    assert '<pre><code>print("fenced &lt;code&gt;")' in out  # fenced code: escaped, kept
+    # Alignment kept (unaligned columns left-aligned, as JupyterLab's own Markdown does).
+    assert '<th style="text-align:left">col A</th>' in out
+    assert '<th style="text-align:right">col B</th>' in out
+    # Fenced code: escaped, and coloured with the theme's editor colours.
+    code = out[out.index("<pre><code>") : out.index("</code></pre>")]
+    assert visible(code) == 'print("fenced <code>")\n'
+    assert '<span style="color:var(--jp-mirror-editor-string-color)">' in code
+    assert '<span style="color:var(--jp-mirror-editor-builtin-color)">print</span>' in code
     # Math keeps its TeX and delimiters for the frontend's MathJax (no Markdown inside it).
     assert "$E = mc^2$" in out
     assert "$$\n\\int_0^1 x\\,dx = \\frac{1}{2}\n$$" in visible(out)
@@ -199,6 +207,35 @@ def test_side_by_side_every_format(fmt: str) -> None:
     assert "bold words" in shown
     if fmt == "markdown":
         assert "<strong>bold words</strong>" in out
+
+
+def test_code_blocks_of_unknown_languages_are_plain() -> None:
+    assert (
+        markdown_html("```nosuchlang\n<b>x</b>\n```")
+        == "<pre><code>&lt;b&gt;x&lt;/b&gt;\n</code></pre>\n"
+    )
+    assert markdown_html("```\n<b>x</b>\n```") == "<pre><code>&lt;b&gt;x&lt;/b&gt;\n</code></pre>\n"
+    # A hostile "language" is only a lexer name to look up.
+    assert_inert(markdown_html('```"><img src=x onerror=alert(1)>\nx\n```'))
+    # The sanitizer keeps colours, never a style that could load something.
+    hostile_style = '<span style="color:red;background:url(http://x/)">t</span>'
+    assert assert_inert(_clean_markdown(hostile_style)).shown == "t"
+
+
+def test_render_budget_bounds_the_share_of_time_spent_drawing() -> None:
+    """A long answer's frames get costlier; live frames then come less often (the final
+    one always comes), so drawing takes at most RenderBudget.SHARE of the time."""
+    budget = RenderBudget()
+    assert budget.due(False)
+    started = time.perf_counter()
+    markdown_html(HARMLESS * 40)
+    budget.spent(started)
+    cost = time.perf_counter() - started
+    assert not budget.due(False) and budget.due(True)
+    while not budget.due(False):
+        time.sleep(0.001)
+    waited = time.perf_counter() - started - cost
+    assert waited >= cost * (1 / RenderBudget.SHARE - 1) * 0.99, (waited, cost)
 
 
 def test_escape_quotes_for_attributes() -> None:

@@ -10,6 +10,7 @@ each model finishes, without the escape sequences a model may have put in them.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,8 +58,27 @@ def _column(call: Call, final: bool) -> Column:
     footer = str(figures(record)) if call.done or final else live_figures(record)
     note = _note(call)
     if note == "error":
-        note = f"error: {call.error}"
+        note = f"error: {strip_controls(str(call.error))}"
     return Column(call.label, record.text, footer, note, failed=call.error is not None)
+
+
+class RenderBudget:
+    """Live frames of a long answer are skipped while drawing them would take more than
+    :attr:`SHARE` of the time: each frame renders the whole answer so far (Markdown to
+    sanitized HTML), so its cost grows with the answer. The final frame always draws."""
+
+    SHARE = 0.25
+
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def due(self, final: bool) -> bool:
+        return final or time.perf_counter() >= self._next
+
+    def spent(self, started: float) -> None:
+        """Record a frame that began at ``started`` (``time.perf_counter()``)."""
+        now = time.perf_counter()
+        self._next = now + (now - started) * (1 / self.SHARE - 1)
 
 
 class RichView:
@@ -69,6 +89,7 @@ class RichView:
         self._display = display
         self._handle: Any = None
         self._shown: Bundle | None = None
+        self._budget = RenderBudget()
         #: Updates sent so far (the first display not included).
         self.updates = 0
 
@@ -78,7 +99,11 @@ class RichView:
         self._handle = display(self._shown, raw=True, display_id=True)
 
     def update(self, calls: Sequence[Call], *, final: bool) -> None:
+        if not self._budget.due(final):
+            return
+        started = time.perf_counter()
         bundle = self._bundle(calls, final)
+        self._budget.spent(started)
         # Skipping identical frames costs a string compare; sending one costs a message to
         # every connected frontend. The final frame always goes, so the notebook saves it.
         if bundle == self._shown and not final:

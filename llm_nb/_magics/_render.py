@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._safe_html import answer_html, clean_html, escape, markdown_html, note_html
+from .._safe_html import answer_html, clean_html, code_html, escape, markdown_html, note_html
 
 Bundle = dict[str, Any]
 
@@ -40,9 +40,9 @@ def answer_bundle(text: str, fmt: str, *, reasoning: str = "", note: str | None 
     if fmt == "markdown":
         return {"text/html": answer_html(text, reasoning=reasoning, note=note), "text/plain": plain}
     if fmt == "code":
-        _, code = extract_code(text)
+        lang, code = extract_code(text)
         return {
-            "text/html": code_html(code) + marker,
+            "text/html": code_html(code, lang) + marker,
             "text/plain": code + (f"\n[{note}]" if note else ""),
         }
     if fmt == "json":
@@ -53,10 +53,6 @@ def answer_bundle(text: str, fmt: str, *, reasoning: str = "", note: str | None 
     if fmt == "html":
         return {"text/html": clean_html(text) + marker, "text/plain": plain}
     return {"text/plain": plain}
-
-
-def code_html(code: str) -> str:
-    return f"<pre><code>{escape(code)}</code></pre>"
 
 
 def extract_code(text: str) -> tuple[str, str]:

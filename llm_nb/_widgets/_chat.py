@@ -9,6 +9,7 @@ failed shows its error on one line and is left out of the conversation, so Send 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import ipywidgets as w  # type: ignore[import-untyped]
 
 from .._api import provider
 from .._errors import LLMError
+from .._magics._display import RenderBudget
 from .._magics._figures import figures, live_figures
 from .._magics._runner import Call
 from .._safe_html import answer_html, escape
@@ -88,6 +90,7 @@ class ChatPanel(Panel):
         #: Turns in the order asked, with None where a new chat began (for the saved output).
         self._transcript: list[Turn | None] = []
         self.worker = Worker(self.error.show)
+        self._budget = RenderBudget()
 
     def __repr__(self) -> str:
         return "llm_nb chat panel (a live widget; finished answers are saved in the output below)"
@@ -168,8 +171,11 @@ class ChatPanel(Panel):
         if turn.saved is not None:  # already drawn as final
             return
         if not final:
-            turn.answer.outputs = answer_output(record, final=False)
-            turn.figures.value = live_figures(record)
+            if self._budget.due(final):
+                started = time.perf_counter()
+                turn.answer.outputs = answer_output(record, final=False)
+                turn.figures.value = live_figures(record)
+                self._budget.spent(started)
             return
         turn.answer.outputs = answer_output(record, final=True, note=turn.note)
         turn.figures.value = str(figures(record)) if record.trace.token_times_ns else ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +19,14 @@ import ipywidgets as w  # type: ignore[import-untyped]
 
 from .._api import provider
 from .._errors import LLMError
+from .._magics._display import RenderBudget
 from .._magics._figures import figures, live_figures
 from .._magics._magics import _STATS_COLUMNS
 from .._magics._render import Column, columns_bundle, columns_text
 from .._magics._runner import Call
 from .._stats import run, stats
 from .._stats._recorder import recording_enabled
+from .._terminal import strip_controls
 from .._types import ChatOptions
 from ._catalog import Catalog, catalog
 from ._defaults import throttle_s
@@ -93,6 +96,7 @@ class ComparePanel(Panel):
         self._finished = True
         self._answers: list[Any] = []
         self._footers: list[Any] = []
+        self._budget = RenderBudget()
         self.worker = Worker(self.error.show)
         self.lister = Worker(self.error.show)
         self.refresh(discover=True)
@@ -198,8 +202,9 @@ class ComparePanel(Panel):
         self.columns.children = columns
 
     def _draw(self, final: bool) -> None:
-        if self._finished:
+        if self._finished or not self._budget.due(final):
             return
+        started = time.perf_counter()
         for call, answer, footer in zip(self.calls, self._answers, self._footers, strict=True):
             note = _note(call) if final else None
             answer.outputs = answer_output(call.record, final=final, note=note)
@@ -207,6 +212,8 @@ class ComparePanel(Panel):
             footer.value = _footer(call) if done else live_figures(call.record)
         if final:
             self._finish()
+        else:
+            self._budget.spent(started)
 
     def _finish(self) -> None:
         self._finished = True
@@ -252,7 +259,7 @@ def _note(call: Call) -> str | None:
     if call.interrupted:
         return "stopped"
     if call.error is not None:
-        return f"error: {' '.join(str(call.error).split())}"
+        return f"error: {' '.join(strip_controls(str(call.error)).split())}"
     return None
 
 

@@ -11,6 +11,7 @@ import ipywidgets as w  # type: ignore[import-untyped]
 from .._errors import LLMError
 from .._magics._display import ipython_display
 from .._magics._render import Bundle, answer_bundle, waiting_bundle
+from .._terminal import strip_controls
 from .._types import ChatResponse
 from ._saved import SavedOutput
 
@@ -39,7 +40,8 @@ class ErrorLine:
 
     def show(self, message: str | BaseException) -> None:
         text = one_line(message) if isinstance(message, BaseException) else message
-        self.text = " ".join(text.split())
+        # A server's message may carry terminal escape sequences: debris on a page.
+        self.text = " ".join(strip_controls(text).split())
         self.widget.value = (
             f'<span style="color:var(--jp-error-color1,#c00)">{html.escape(self.text)}</span>'
         )
