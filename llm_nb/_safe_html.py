@@ -10,12 +10,15 @@ therefore reaches the page through this module, behind two walls:
    link check, so ``javascript:``/``vbscript:``/``data:`` links stay text. Math (``$…$``,
    ``$$…$$``, ``\\(…\\)``, ``\\[…\\]``) is kept as its TeX source with its delimiters, so the
    frontend's MathJax typesets it as it does in Markdown.
+   Code blocks are coloured by ``_highlight``.
 2. Every fragment then goes through nh3 (Ammonia) with a strict allowlist: no script, style,
-   iframe, object, embed, form, svg or math element, no event-handler or ``style`` attribute,
-   and only absolute http, https and mailto URLs.
+   iframe, object, embed, form, svg or math element, no event-handler attribute, ``style``
+   only on table cells and code spans and only with text-align/color/font-weight in it, and
+   only absolute http, https and mailto URLs.
 
-``-f html`` answers skip step 1 and get step 2 (:func:`clean_html`). Plain text for HTML
-goes through :func:`escape`. markdown-it-py and nh3 are imported on first use.
+``-f html`` answers skip step 1 and get step 2 with Ammonia's default tags and no ``style``
+at all (:func:`clean_html`). Plain text for HTML goes through :func:`escape`. markdown-it-py,
+nh3 and Pygments are imported on first use.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import nh3
     from markdown_it import MarkdownIt
     from markdown_it.rules_core import StateCore
 
@@ -66,17 +70,7 @@ def clean_html(fragment: str) -> str:
     """An HTML fragment from a model, sanitized: Ammonia's default tags and attributes
     (structure, text formatting, tables, links, images), minus everything that can run
     script or load a URL other than http/https/mailto."""
-    import nh3
-
-    return nh3.clean(
-        fragment,
-        tags=set(nh3.ALLOWED_TAGS),
-        attributes={tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
-        url_schemes=set(URL_SCHEMES),
-        url_relative="deny",
-        link_rel=LINK_REL,
-        strip_comments=True,
-    )
+    return _html_cleaner().clean(fragment)
 
 
 def markdown_html(text: str) -> str:
@@ -101,10 +95,28 @@ def note_html(note: str) -> str:
 
 
 def _clean_markdown(rendered: str) -> str:
+    return _markdown_cleaner().clean(rendered)
+
+
+@cache
+def _html_cleaner() -> nh3.Cleaner:
     import nh3
 
-    return nh3.clean(
-        rendered,
+    return nh3.Cleaner(
+        tags=set(nh3.ALLOWED_TAGS),
+        attributes={tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
+        url_schemes=set(URL_SCHEMES),
+        url_relative="deny",
+        link_rel=LINK_REL,
+        strip_comments=True,
+    )
+
+
+@cache
+def _markdown_cleaner() -> nh3.Cleaner:
+    import nh3
+
+    return nh3.Cleaner(
         tags=set(_MARKDOWN_TAGS),
         attributes={tag: set(attrs) for tag, attrs in _MARKDOWN_ATTRIBUTES.items()},
         url_schemes=set(URL_SCHEMES),
