@@ -12,40 +12,71 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from ._errors import InvalidOptionError
 from ._loop import SyncIterator, iterate_sync, run_sync
 from ._registry import Found, registry
 from ._stream import ChatStream
-from ._types import ChatResponse, Delta, ModelInfo
+from ._types import ChatOptions, ChatResponse, Delta, Message, ModelInfo, build_messages
 from .providers.base import Prompt, Provider
 
 
 def provider(model_id: str) -> tuple[Provider, str]:
     """(provider, model name) for a model id like ``llamacpp:smollm2@127.0.0.1:8080``."""
+    if not isinstance(model_id, str):
+        raise InvalidOptionError(
+            f"the model id must be a string such as 'local' or 'ollama:qwen3:0.6b', "
+            f"got a {type(model_id).__name__}"
+        )
     return registry().resolve(model_id)
 
 
+def _checked(prompt: Prompt, options: dict[str, Any]) -> tuple[list[Message], ChatOptions]:
+    """The prompt and options, checked. Done before the model id is resolved, because
+    resolving ``local`` may start (or first build) the bundled server."""
+    opts = ChatOptions.from_kwargs(**options)
+    return build_messages(prompt, opts.system), opts
+
+
 def astream(model: str, prompt: Prompt, **options: Any) -> ChatStream:
-    """Stream an answer (async): ``async for delta in llm_nb.astream("ollama:qwen3", "Hi")``."""
+    """Stream an answer (async): ``async for delta in llm_nb.astream("ollama:qwen3", "Hi")``.
+
+    ``options`` are :class:`ChatOptions` fields: temperature, top_p, max_tokens, seed, stop,
+    system, response_format, tools, tool_choice, extra, and the timeouts ``timeout`` (wait
+    for the answer to start), ``read_timeout`` (longest silence while it streams) and
+    ``connect_timeout``, in seconds. A wrong prompt or option raises
+    :class:`InvalidOptionError` before any server is started or request sent."""
+    messages, opts = _checked(prompt, options)
     p, name = provider(model)
-    return p.stream(name, prompt, **options)
+    return p._make_stream(name, messages, opts, stream=True)
 
 
 async def achat(model: str, prompt: Prompt, **options: Any) -> ChatResponse:
-    """The whole answer (async)."""
+    """The whole answer (async); options as for :func:`astream`."""
+    messages, opts = _checked(prompt, options)
     p, name = provider(model)
-    return await p.chat(name, prompt, **options)
+    return await p._make_stream(name, messages, opts, stream=False).collect()
 
 
 def chat(model: str, prompt: Prompt, **options: Any) -> ChatResponse:
-    """The whole answer, blocking; works in scripts and inside Jupyter cells alike."""
-    return run_sync(achat(model, prompt, **options))
+    """The whole answer, blocking; works in scripts and inside Jupyter cells alike. Options
+    as for :func:`astream`."""
+    messages, opts = _checked(prompt, options)
+    return run_sync(_achat(model, messages, opts))
+
+
+async def _achat(model: str, messages: list[Message], opts: ChatOptions) -> ChatResponse:
+    p, name = provider(model)
+    return await p._make_stream(name, messages, opts, stream=False).collect()
 
 
 def stream(model: str, prompt: Prompt, **options: Any) -> SyncStream:
-    """Stream an answer, blocking: ``for delta in llm_nb.stream("local", "Hi"): ...``."""
-    # Resolve now so a bad model id or option fails here, not on first iteration.
+    """Stream an answer, blocking: ``for delta in llm_nb.stream("local", "Hi"): ...``.
+    Options as for :func:`astream`."""
+    # Checked and resolved now, so a bad model id or option fails here, not on first
+    # iteration.
+    messages, opts = _checked(prompt, options)
     p, name = provider(model)
-    return SyncStream(p.stream(name, prompt, **options))
+    return SyncStream(p._make_stream(name, messages, opts, stream=True))
 
 
 async def amodels(model_or_provider: str | None = None) -> list[ModelInfo]:

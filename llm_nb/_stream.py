@@ -27,6 +27,7 @@ from ._types import (
     ToolCallDelta,
 )
 from ._wire._lines import IncrementalDecoder, drain
+from ._wire.http import stall_message
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -178,8 +179,7 @@ class ChatStream:
         except httpx.TimeoutException as exc:
             status = "timeout"
             error = APITimeoutError(
-                f"{record.provider} at {record.host} stopped sending for longer than the read "
-                f"timeout after {len(record.text)} characters; the partial answer is kept",
+                stall_message(exc, record.provider, record.host, len(record.text)),
                 provider=record.provider,
                 url=record.host,
                 partial=record,

@@ -7,13 +7,13 @@ nothing above the providers ever sees an OpenAI, llama.cpp or Ollama shape.
 from __future__ import annotations
 
 import json
-import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeAlias
 
+from . import _validate
 from ._errors import InvalidOptionError
 
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
@@ -36,6 +36,13 @@ class ToolCall:
         return json.loads(self.arguments) if self.arguments else {}
 
 
+ROLES: tuple[Role, ...] = ("system", "user", "assistant", "tool")
+#: Keys a message dict may carry (OpenAI's, plus Ollama's ``tool_name``); other keys are an
+#: error unless their value is None, as in a message dumped from an SDK object.
+MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "name", "tool_name"})
+_PROMPT_FORM = "a string, a message dict {'role': ..., 'content': ...} or a list of them"
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """One chat message. ``tool_call_id`` / ``name`` identify the call a tool result answers."""
@@ -46,49 +53,104 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise _validate.fail("a message's role", "one of " + ", ".join(ROLES), self.role)
+        _validate.text(f"a {self.role} message's content", self.content)
+        _validate.optional_text("a message's tool_call_id", self.tool_call_id)
+        _validate.optional_text("a message's name", self.name)
+        if not isinstance(self.tool_calls, tuple) or not all(
+            isinstance(c, ToolCall) for c in self.tool_calls
+        ):
+            raise _validate.fail("a message's tool_calls", "a tuple of ToolCall", self.tool_calls)
+
     @classmethod
-    def coerce(cls, value: Message | Mapping[str, Any] | str) -> Message:
+    def coerce(cls, value: object) -> Message:
         """Accept a Message, an OpenAI-style dict, or a bare string (a user message)."""
         if isinstance(value, Message):
             return value
         if isinstance(value, str):
             return cls("user", value)
-        role = value.get("role")
-        if role not in ("system", "user", "assistant", "tool"):
+        if not isinstance(value, Mapping):
+            raise _validate.fail("each message", _PROMPT_FORM, value)
+        unknown = sorted(
+            str(k) for k, v in value.items() if k not in MESSAGE_KEYS and v is not None
+        )
+        if unknown:
             raise InvalidOptionError(
-                f"message role {role!r} is not one of system, user, assistant, tool"
+                f"a message has unknown key {', '.join(unknown)}; a message takes "
+                f"{', '.join(sorted(MESSAGE_KEYS))}"
             )
-        calls = tuple(_coerce_tool_call(c) for c in value.get("tool_calls") or ())
+        role = value.get("role")
+        if role not in ROLES:
+            raise _validate.fail("a message's role", "one of " + ", ".join(ROLES), role)
+        calls = value.get("tool_calls") or ()
+        if not isinstance(calls, list | tuple):
+            raise _validate.fail("a message's tool_calls", "a list of tool calls", calls)
         return cls(
             role,
-            value.get("content") or "",
-            calls,
+            _content(role, value.get("content")),
+            tuple(_coerce_tool_call(c) for c in calls),
             value.get("tool_call_id"),
             value.get("name") or value.get("tool_name"),
         )
 
 
-def _coerce_tool_call(call: ToolCall | Mapping[str, Any]) -> ToolCall:
+def _content(role: str, content: object) -> str:
+    """A message's text: a string, None, or OpenAI's list of text parts (joined)."""
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        pieces = []
+        for part in content:
+            if not (isinstance(part, Mapping) and part.get("type") == "text"):
+                raise _validate.fail(
+                    f"a {role} message's content parts",
+                    "{'type': 'text', 'text': ...} (only text is sent)",
+                    part.get("type") if isinstance(part, Mapping) else part,
+                )
+            pieces.append(_validate.text(f"a {role} message's text part", part.get("text")))
+        return "".join(pieces)
+    return _validate.text(f"a {role} message's content", content)
+
+
+def _coerce_tool_call(call: object) -> ToolCall:
     if isinstance(call, ToolCall):
         return call
-    fn = call.get("function", call)
+    shape = "{'id': ..., 'function': {'name': ..., 'arguments': ...}}"
+    fn = call.get("function", call) if isinstance(call, Mapping) else None
+    if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+        raise _validate.fail("each tool call in a message", shape, call)
     args = fn.get("arguments", "")
     if not isinstance(args, str):
+        _validate.plain_json("a tool call's arguments", args)
         args = json.dumps(args)
-    return ToolCall(fn["name"], args, call.get("id"))
+    call_id = call.get("id") if isinstance(call, Mapping) else None
+    return ToolCall(
+        _validate.text("a tool call's name", fn["name"]),
+        _validate.text("a tool call's arguments", args),
+        _validate.optional_text("a tool call's id", call_id),
+    )
 
 
 ResponseFormat: TypeAlias = Literal["json", "text"] | Mapping[str, Any]
+ToolChoice: TypeAlias = Literal["auto", "none", "required"] | Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class ChatOptions:
-    """Generation options, mapped by each provider to its wire.
+    """Generation options, mapped by each provider to its wire, plus the call's timeouts.
 
     ``response_format`` is ``"json"`` for any JSON object or a JSON-schema dict.
     ``tools`` are OpenAI-style function definitions (``{"type": "function", "function": {...}}``).
     ``extra`` is merged into the request body as-is, for provider-specific settings
     (llama.cpp ``top_k``/``min_p``/``grammar``, Ollama ``options``/``keep_alive``/``think``...).
+
+    ``timeout``, ``read_timeout`` and ``connect_timeout`` (seconds) override the provider's
+    for this call: the wait for the server to start answering (model loading and prompt
+    processing happen there), the longest silence once the answer streams, and the wait for
+    a connection. Every value is checked on construction: a wrong one raises
+    :class:`InvalidOptionError` naming the option and the form it takes.
     """
 
     temperature: float | None = None
@@ -99,75 +161,51 @@ class ChatOptions:
     system: str | None = None
     response_format: ResponseFormat | None = None
     tools: tuple[Mapping[str, Any], ...] = ()
-    tool_choice: str | None = None
+    tool_choice: ToolChoice | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    read_timeout: float | None = None
+    connect_timeout: float | None = None
 
     def __post_init__(self) -> None:
-        # Reject bad values here, once, so no provider sends a request the user can't read
-        # an error for.
-        if self.temperature is not None and not (
-            math.isfinite(self.temperature) and 0 <= self.temperature <= 2
-        ):
-            raise InvalidOptionError(f"temperature must be between 0 and 2, got {self.temperature}")
-        if self.top_p is not None and not (0 < self.top_p <= 1):
-            raise InvalidOptionError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_tokens is not None and (
-            isinstance(self.max_tokens, bool)
-            or not isinstance(self.max_tokens, int)
-            or self.max_tokens < 1
-        ):
-            raise InvalidOptionError(
-                f"max_tokens must be a positive whole number, got {self.max_tokens!r}"
-            )
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int)
-        ):
-            raise InvalidOptionError(f"seed must be a whole number, got {self.seed!r}")
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        if isinstance(self.response_format, str) and self.response_format not in ("json", "text"):
-            raise InvalidOptionError(
-                f"response_format must be 'json', 'text' or a JSON-schema dict, "
-                f"got {self.response_format!r}"
-            )
-        for tool in self.tools:
-            if not isinstance(tool, Mapping) or "function" not in tool:
-                raise InvalidOptionError(
-                    "each tool must be {'type': 'function', 'function': {'name': ..., "
-                    "'parameters': {...}}}"
-                )
+        # Every value in the form the providers expect (a float, not a numpy scalar; a
+        # tuple of stops), so nothing below this line meets a type it fails on.
+        v = _validate
+        put = object.__setattr__
+        put(self, "temperature", v.number("temperature", self.temperature, low=0, high=2))
+        put(self, "top_p", v.number("top_p", self.top_p, low=0, high=1, low_open=True))
+        put(self, "max_tokens", v.whole("max_tokens", self.max_tokens, minimum=1))
+        put(self, "seed", v.whole("seed", self.seed))
+        put(self, "stop", v.stop(self.stop))
+        put(self, "system", v.optional_text("system", self.system))
+        put(self, "response_format", v.response_format(self.response_format))
+        put(self, "tools", v.tools(self.tools))
+        put(self, "tool_choice", v.tool_choice(self.tool_choice, self.tools))
+        put(self, "extra", v.extra(self.extra))
+        for name in ("timeout", "read_timeout", "connect_timeout"):
+            put(self, name, v.seconds(name, getattr(self, name)))
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> ChatOptions:
         """Build from keyword arguments; unknown keys are an error, not silently dropped."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(kwargs) - known)
+        known = cls.__dataclass_fields__
+        unknown = sorted(k for k in kwargs if k not in known)
         if unknown:
             raise InvalidOptionError(
                 f"unknown option {', '.join(unknown)}; known: {', '.join(sorted(known))} "
                 "(put provider-specific settings in extra={...})"
             )
-        if "stop" in kwargs and kwargs["stop"] is not None:
-            stop = kwargs["stop"]
-            kwargs["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
-        elif "stop" in kwargs:
-            kwargs["stop"] = ()
-        if "tools" in kwargs:
-            kwargs["tools"] = tuple(kwargs["tools"] or ())
-        if kwargs.get("extra") is None:
-            kwargs.pop("extra", None)
         return cls(**kwargs)
 
 
-def build_messages(
-    prompt: str | Message | Mapping[str, Any] | Sequence[Message | Mapping[str, Any] | str],
-    system: str | None,
-) -> list[Message]:
+def build_messages(prompt: object, system: str | None) -> list[Message]:
     """Normalize a prompt (string, message or list of them) and prepend the system prompt."""
     if isinstance(prompt, str | Message | Mapping):
         items = [Message.coerce(prompt)]
-    else:
+    elif isinstance(prompt, list | tuple):
         items = [Message.coerce(m) for m in prompt]
+    else:
+        raise _validate.fail("the prompt", _PROMPT_FORM, prompt)
     if not items:
         raise InvalidOptionError("the prompt is empty: give a string or a list of messages")
     if system is not None and items[0].role != "system":

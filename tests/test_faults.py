@@ -276,7 +276,8 @@ async def test_slow_headers_is_a_timeout(wire: Wire, rec: Recorder) -> None:
     with FaultServer(plays.slow_headers(10)) as srv:
         p = wire.provider(
             srv.url,
-            http=HTTPConfig(read_s=0.3),
+            # start_s bounds the wait for the headers (the public `timeout`).
+            http=HTTPConfig(start_s=0.3),
             retry=RetryPolicy(max_retries=1, initial_delay_s=0.01),
         )
         t0 = time.monotonic()

@@ -244,7 +244,7 @@ async def test_canary_never_leaks_from_fault_servers(
     outcomes: dict[str, str] = {}
     with FaultServer(echoing(wire, key)) as srv:
         p = wire.provider(srv.url, api_key=key, retry=NO_RETRY)
-        impatient = wire.provider(srv.url, api_key=key, retry=NO_RETRY, http=HTTPConfig(read_s=0.3))
+        impatient = wire.provider(srv.url, api_key=key, retry=NO_RETRY, http=HTTPConfig(start_s=0.3))
         s.add_provider("provider", p)
         for scenario in STREAM_SCENARIOS:
             for streamed in (True, False):
@@ -397,7 +397,7 @@ async def test_canary_never_leaks_with_real_llama_server(
 
     # A read timeout on the keyed server: a 1 ms read timeout cannot be met.
     slow = LlamaCppProvider(
-        keyed_server.url, api_key=key, retry=NO_RETRY, http=HTTPConfig(read_s=0.001)
+        keyed_server.url, api_key=key, retry=NO_RETRY, http=HTTPConfig(start_s=0.001)
     )
     with pytest.raises(LLMError) as info:
         await slow.stream(DEFAULT_MODEL_ALIAS, "Tell a story.", max_tokens=64).collect()

@@ -20,7 +20,7 @@ from IPython.core.magic import (
     magics_class,
     no_var_expand,
 )
-from traitlets import Dict, Enum, Float, Unicode, observe
+from traitlets import Dict, Enum, Float, TraitError, Unicode, observe, validate
 
 from ._args import FORMATS, CellArgs, parse_cell_args, usage
 from ._chats import Conversations
@@ -72,6 +72,20 @@ class LLMMagics(Magics):
         help="How %%llm renders answers when -f is not given.",
     ).tag(config=True)
 
+    timeout = Float(
+        None,
+        allow_none=True,
+        help="Seconds a %%llm cell waits for the server to start answering (loading the model "
+        "and reading the prompt happen there). None: the provider's (600 s by default). The "
+        "cell shows how long it has been waiting meanwhile.",
+    ).tag(config=True)
+    read_timeout = Float(
+        None,
+        allow_none=True,
+        help="Longest silence, in seconds, once an answer streams before the cell gives up "
+        "with an error. None: the provider's (60 s by default).",
+    ).tag(config=True)
+
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         # Set before Configurable.__init__, whose config loading may fire _aliases_changed.
         self._applied_aliases: dict[str, str] = {}
@@ -80,6 +94,14 @@ class LLMMagics(Magics):
         super().__init__(shell=shell, **kwargs)
 
     # -- settings -------------------------------------------------------------------------
+
+    @validate("timeout", "read_timeout")
+    def _check_seconds(self, proposal: Any) -> float | None:
+        value = proposal["value"]
+        if value is not None and not (0 < value < float("inf")):
+            name = proposal["trait"].name
+            raise TraitError(f"LLMMagics.{name} must be a positive number of seconds or None")
+        return value  # type: ignore[no-any-return]
 
     @observe("aliases")
     def _aliases_changed(self, change: Any) -> None:
@@ -134,6 +156,7 @@ class LLMMagics(Magics):
             raise MagicError(failure.message) from failure
 
     def _ask(self, args: CellArgs, cell: str, models: Sequence[str]) -> None:
+        from .._types import ChatOptions, build_messages
         from ._display import has_rich_display, make_view
         from ._runner import Call, run_calls
         from ._template import fill
@@ -144,9 +167,15 @@ class LLMMagics(Magics):
         prompt = fill(cell, shell.user_ns)
         fmt = args.format or self.default_format
         options = args.chat_options(fmt)
+        for name in ("timeout", "read_timeout"):
+            if getattr(self, name) is not None:
+                options.setdefault(name, getattr(self, name))
         messages: str | list[Message] = prompt
         if args.chat:
             messages = self._chats.messages(args.chat, prompt)
+        # Options and prompt first: resolving a model id may start the bundled server.
+        opts = ChatOptions.from_kwargs(**options)
+        build_messages(messages, opts.system)
         # Every model is resolved and every option checked before anything is sent.
         calls = [Call(m, _open_stream(m, messages, options, args.stream)) for m in models]
         view = make_view(shell, fmt)

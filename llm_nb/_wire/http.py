@@ -12,6 +12,7 @@ ever retried before any response body was handed out, so tokens are never delive
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import random
 import re
@@ -80,21 +81,68 @@ def should_retry(response: httpx.Response) -> bool:
     return response.status_code in RETRY_STATUSES
 
 
+#: The longest wait for a server to start answering. Loading a model and reading a long
+#: prompt both happen before the first byte on llama-server and Ollama, and on a CPU that
+#: takes minutes (thousands of prompt tokens at tens of tokens per second), so this is the
+#: generous one; %%llm shows how long it has been waiting meanwhile.
+DEFAULT_TIMEOUT_S = 600.0
+#: The longest silence once an answer streams. A working server sends a token every few
+#: hundred milliseconds even on a CPU; a minute without one means it is stuck.
+DEFAULT_READ_TIMEOUT_S = 60.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class HTTPConfig:
-    """Timeouts and pool limits. ``read_s`` bounds the wait for each chunk, not the whole
-    answer, so long generations are fine while a stalled server still fails."""
+    """Timeouts and pool limits, in seconds.
 
-    connect_s: float = 5.0
-    read_s: float = 300.0
+    ``start_s`` bounds the wait for the response to begin (the headers: llama-server and
+    Ollama send them with the first token, after loading the model and reading the prompt);
+    ``read_s`` bounds each wait for more of the body after that, not the whole answer, so
+    long generations are fine while a stalled server still fails within a minute. ``None``
+    for ``start_s`` means the same as ``read_s``.
+    """
+
+    connect_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    read_s: float = DEFAULT_READ_TIMEOUT_S
     write_s: float = 30.0
     pool_s: float = 30.0
     max_connections: int = 256
+    start_s: float | None = DEFAULT_TIMEOUT_S
 
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(
             connect=self.connect_s, read=self.read_s, write=self.write_s, pool=self.pool_s
         )
+
+    def with_limits(
+        self,
+        timeout: float | None = None,
+        read_timeout: float | None = None,
+        connect_timeout: float | None = None,
+    ) -> HTTPConfig:
+        """A copy with the public settings applied (None keeps the current value)."""
+        return dataclasses.replace(
+            self,
+            start_s=self.start_s if timeout is None else timeout,
+            read_s=self.read_s if read_timeout is None else read_timeout,
+            connect_s=self.connect_s if connect_timeout is None else connect_timeout,
+        )
+
+    @property
+    def first_read_s(self) -> float:
+        return self.read_s if self.start_s is None else self.start_s
+
+    def phases(self) -> tuple[dict[str, float], dict[str, float]]:
+        """httpx ``timeout`` extensions: one for sending and waiting for the response to
+        start, one for reading its body (only the read limit differs)."""
+        start = {
+            "connect": self.connect_s,
+            "read": self.first_read_s,
+            "write": self.write_s,
+            "pool": self.pool_s,
+        }
+        return start, {**start, "read": self.read_s}
 
 
 def make_client(
@@ -191,15 +239,56 @@ def redact_keylike(text: str) -> str:
 
 def connect_error(exc: Exception, *, provider: str, url: str, hint: str) -> APIConnectionError:
     if isinstance(exc, httpx.TimeoutException):
-        kind = type(exc).__name__.replace("Timeout", " timeout").lower()
-        return APITimeoutError(
-            f"{provider} at {url} did not answer in time ({kind}); it may be overloaded or "
-            "still loading: retry, or raise the timeout",
-            provider=provider,
-            url=url,
-        )
+        return APITimeoutError(timeout_message(exc, provider, url), provider=provider, url=url)
     return APIConnectionError(
         f"no {provider} answers at {url} ({type(exc).__name__}); {hint}",
         provider=provider,
         url=url,
+    )
+
+
+#: httpx's timeout kinds: (the public setting that bounds it, what ran out, what to do).
+_TIMEOUTS: dict[type[httpx.TimeoutException], tuple[str, str, str]] = {
+    httpx.ConnectTimeout: (
+        "connect", "connect_timeout", "no connection could be made; is the host reachable?"
+    ),
+    httpx.ReadTimeout: (
+        "read", "timeout", "no response began (the read timeout before the answer starts); "
+        "it may be loading a model or reading a long prompt"
+    ),
+    httpx.WriteTimeout: ("write", "", "the request could not be sent"),
+    httpx.PoolTimeout: ("pool", "", "every connection to it stayed busy"),
+}  # fmt: skip
+_HOW_TO_RAISE = "per call, on the provider, or %config LLMMagics.{0} in a notebook"
+
+
+def timeout_limit(exc: httpx.TimeoutException, kind: str) -> float | None:
+    """The limit, in seconds, that ``exc`` ran out of (from its request's settings)."""
+    try:
+        limits = exc.request.extensions.get("timeout") or {}
+    except RuntimeError:  # raised without a request
+        return None
+    value = limits.get(kind)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def timeout_message(exc: httpx.TimeoutException, provider: str, url: str) -> str:
+    """One line saying which limit ran out, its value, and how to raise it."""
+    kind, setting, what = _TIMEOUTS.get(type(exc), ("read", "timeout", "no response"))
+    limit = timeout_limit(exc, kind)
+    waited = f"{limit:g} s" if limit is not None else "too long"
+    text = f"{provider} at {url} did not answer in time: {what}, for {waited}"
+    if setting:
+        text += f" ({setting}); raise it with {setting}=... {_HOW_TO_RAISE.format(setting)}"
+    return text
+
+
+def stall_message(exc: httpx.TimeoutException, provider: str, url: str, chars: int) -> str:
+    """A stream that went silent mid-answer: the read_timeout ran out."""
+    limit = timeout_limit(exc, "read")
+    waited = f"{limit:g} s" if limit is not None else "longer than the read timeout"
+    return (
+        f"no data from {provider} at {url} for {waited} (read_timeout, the read timeout while "
+        f"an answer streams) after {chars} characters; the partial answer is kept; raise it "
+        f"with read_timeout=... {_HOW_TO_RAISE.format('read_timeout')}"
     )

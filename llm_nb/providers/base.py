@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
+from .. import _validate
 from .._config import Secret, host_of, normalize_url, resolve, resolve_secret
 from .._errors import (
     APIStatusError,
@@ -55,7 +56,14 @@ _MAX_CACHED_URLS = 64
 
 class Provider:
     """Base of every provider. Construct with a base URL and key, or let them resolve from
-    the environment and the user config file (see ``env_url`` / ``env_key``)."""
+    the environment and the user config file (see ``env_url`` / ``env_key``).
+
+    Timeouts, in seconds (each call may override them with the same keywords):
+    ``timeout`` bounds the wait for the server to start answering, which includes loading
+    the model and reading the prompt (default 600); ``read_timeout`` the longest silence
+    once an answer streams (default 60); ``connect_timeout`` the wait for a connection
+    (default 5).
+    """
 
     name: ClassVar[str]
     label: ClassVar[str]
@@ -75,12 +83,20 @@ class Provider:
         retry: wire.RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        read_timeout: float | None = None,
+        connect_timeout: float | None = None,
     ) -> None:
+        limits = (
+            _validate.seconds("timeout", timeout),
+            _validate.seconds("read_timeout", read_timeout),
+            _validate.seconds("connect_timeout", connect_timeout),
+        )
         url = resolve(base_url, self.env_url, self.name, "base_url", self.default_url)
         self.base_url = self._normalize_base_url(str(url))
         self.host = host_of(self.base_url)
         self._api_key = resolve_secret(api_key, self.env_key, self.name)
-        self.http = http or wire.HTTPConfig()
+        self.http = (http or wire.HTTPConfig()).with_limits(*limits)
         self.retry = retry or wire.RetryPolicy()
         self._transport = transport
         self._headers = dict(headers or {})
@@ -202,19 +218,24 @@ class Provider:
         stream: bool = False,
         record: ChatResponse | None = None,
         timeout: float | None = None,
+        limits: wire.HTTPConfig | None = None,
     ) -> httpx.Response:
+        """Send with retries and error mapping. ``timeout`` (one limit for everything) is
+        for short administrative requests; otherwise ``limits`` (default: the provider's)
+        apply, the read limit changing once the response has begun."""
         client = self._client()
-        extensions = {}
-        if timeout is not None:
-            extensions["timeout"] = httpx.Timeout(timeout).as_dict()
         request = client.build_request(method, self._url(client, path), json=json, params=params)
-        request.extensions.update(extensions)
+        body_limits = None
+        if timeout is not None:
+            request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+        else:
+            request.extensions["timeout"], body_limits = (limits or self.http).phases()
 
         def on_retry(attempt: int, delay: float, reason: str) -> None:
             if record is not None:
                 record.trace.retries = attempt
 
-        return await wire.send(
+        response = await wire.send(
             client,
             request,
             policy=self.retry,
@@ -223,6 +244,12 @@ class Provider:
             on_retry=on_retry,
             stream=stream,
         )
+        if body_limits is not None:
+            # The answer has begun: from here each wait for more of its body is bounded by
+            # the read timeout. httpx takes the request's timeout extension when the body
+            # is read, which has not started yet.
+            request.extensions["timeout"] = body_limits
+        return response
 
     async def _get_json(self, path: str, *, timeout: float | None = None, **kw: Any) -> Any:
         response = await self._request("GET", path, timeout=timeout, **kw)
@@ -237,7 +264,11 @@ class Provider:
     # -- chat -------------------------------------------------------------------------------
 
     def stream(self, model: str, prompt: Prompt, **options: Any) -> ChatStream:
-        """Stream an answer: an async iterator of deltas whose ``.response`` is the record."""
+        """Stream an answer: an async iterator of deltas whose ``.response`` is the record.
+
+        ``options`` are :class:`ChatOptions` fields (temperature, max_tokens, stop, system,
+        response_format, tools, extra, timeout, read_timeout, ...); a wrong one raises
+        :class:`InvalidOptionError` here, before anything is sent."""
         return self._make_stream(model, prompt, options, stream=True)
 
     async def chat(self, model: str, prompt: Prompt, **options: Any) -> ChatResponse:
@@ -245,10 +276,19 @@ class Provider:
         return await self._make_stream(model, prompt, options, stream=False).collect()
 
     def _make_stream(
-        self, model: str, prompt: Prompt, options: Mapping[str, Any], *, stream: bool
+        self,
+        model: str,
+        prompt: Prompt,
+        options: Mapping[str, Any] | ChatOptions,
+        *,
+        stream: bool,
     ) -> ChatStream:
         opts = options if isinstance(options, ChatOptions) else ChatOptions.from_kwargs(**options)
         messages = build_messages(prompt, opts.system)
+        model = _validate.text("the model name", model)
+        limits = None
+        if (opts.timeout, opts.read_timeout, opts.connect_timeout) != (None, None, None):
+            limits = self.http.with_limits(opts.timeout, opts.read_timeout, opts.connect_timeout)
         record = ChatResponse(self.name, self.host, model, stream=stream)
         body = self._chat_body(model, messages, opts, stream)
 
@@ -256,7 +296,7 @@ class Provider:
             self._check_ready()
             try:
                 return await self._request(
-                    "POST", self._chat_path(), json=body, stream=True, record=record
+                    "POST", self._chat_path(), json=body, stream=True, record=record, limits=limits
                 )
             except APIStatusError as exc:
                 if isinstance(exc, ModelNotFoundError) or self._is_model_missing(exc, model):
