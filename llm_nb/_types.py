@@ -202,8 +202,13 @@ def build_messages(prompt: object, system: str | None) -> list[Message]:
     """Normalize a prompt (string, message or list of them) and prepend the system prompt."""
     if isinstance(prompt, str | Message | Mapping):
         items = [Message.coerce(prompt)]
-    elif isinstance(prompt, list | tuple):
+    elif isinstance(prompt, list):
         items = [Message.coerce(m) for m in prompt]
+    elif isinstance(prompt, tuple):
+        # ("user", "hi") would otherwise be two user messages, "user" and "hi".
+        raise InvalidOptionError(
+            "the prompt is a tuple; give messages as a list: [{'role': 'user', 'content': ...}]"
+        )
     else:
         raise _validate.fail("the prompt", _PROMPT_FORM, prompt)
     if not items:

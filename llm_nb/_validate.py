@@ -188,7 +188,7 @@ def tools(value: object) -> tuple[Mapping[str, Any], ...]:
         ):
             raise InvalidOptionError(
                 f"each tool must be {{'type': 'function', 'function': {{'name': ..., "
-                f"'parameters': {{...}}}}}}, got {got(tool)}"
+                f"'parameters': {{...}}}}}} in tools=[...], got {got(tool)}"
             )
     plain_json("tools", list(value))
     return tuple(value)

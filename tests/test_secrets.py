@@ -244,7 +244,9 @@ async def test_canary_never_leaks_from_fault_servers(
     outcomes: dict[str, str] = {}
     with FaultServer(echoing(wire, key)) as srv:
         p = wire.provider(srv.url, api_key=key, retry=NO_RETRY)
-        impatient = wire.provider(srv.url, api_key=key, retry=NO_RETRY, http=HTTPConfig(start_s=0.3))
+        impatient = wire.provider(
+            srv.url, api_key=key, retry=NO_RETRY, http=HTTPConfig(start_s=0.3)
+        )
         s.add_provider("provider", p)
         for scenario in STREAM_SCENARIOS:
             for streamed in (True, False):

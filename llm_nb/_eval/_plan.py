@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import InvalidOptionError
 from .._registry import registry
 from .._stats import COLUMNS
-from .._types import ChatOptions
+from .._types import ChatOptions, build_messages
 from . import scorers as sc
 
 if TYPE_CHECKING:
@@ -181,6 +181,7 @@ def prompt_rows(prompts: Any, expected: Any) -> tuple[list[dict[str, Any]], list
             row["expected"] = None
         if _missing(row["prompt"]) or row["prompt"] == "":
             raise InvalidOptionError("a prompt is empty; every row needs a prompt")
+        build_messages(row["prompt"], None)  # a wrong prompt fails here, not in its cell
     return rows, columns
 
 
