@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._pricing import set_price
 from ._recorder import Recorder, get_recorder, run, warmup
 from ._row import COLUMNS, call_row
+from ._store import StatsStoreError, StatsStoreWarning
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS",
     "Recorder",
+    "StatsStoreError",
+    "StatsStoreWarning",
     "call_row",
     "export",
     "get_recorder",

@@ -90,7 +90,8 @@ def summary(
 
 
 def history(path: Path | None = None) -> pd.DataFrame:
-    """Every call ever recorded on this machine (the SQLite store), answer text included."""
+    """Every call ever recorded on this machine (the SQLite store), answer text included.
+    Raises :class:`StatsStoreError` (an LLMError) when the store cannot be read."""
     import pandas as pd
 
     from ._store import Store
@@ -108,19 +109,25 @@ def history(path: Path | None = None) -> pd.DataFrame:
 
 
 def export(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a frame to .csv or .parquet (by suffix)."""
+    """Write a frame to .csv or .parquet (by suffix). A file that cannot be written is a
+    :class:`StatsStoreError` (an LLMError) saying why."""
     from .._errors import InvalidOptionError
+    from ._store import StatsStoreError, cause
 
+    if not isinstance(path, str | Path):
+        raise InvalidOptionError(f"export needs a file path, got a {type(path).__name__}")
     path = Path(path)
-    if path.suffix == ".csv":
-        df.to_csv(path, index=False)
-    elif path.suffix == ".parquet":
-        try:
-            df.to_parquet(path, index=False)
-        except ImportError as exc:
-            raise InvalidOptionError(
-                "writing Parquet needs pyarrow: pip install pyarrow (or export to .csv)"
-            ) from exc
-    else:
+    if path.suffix not in (".csv", ".parquet"):
         raise InvalidOptionError(f"export to .csv or .parquet, not {path.suffix or path.name!r}")
+    try:
+        if path.suffix == ".csv":
+            df.to_csv(path, index=False)
+        else:
+            df.to_parquet(path, index=False)
+    except ImportError as exc:
+        raise InvalidOptionError(
+            "writing Parquet needs pyarrow: pip install pyarrow (or export to .csv)"
+        ) from exc
+    except OSError as exc:
+        raise StatsStoreError(f"cannot write {path}: {cause(exc)}") from None
     return path

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._types import ChatResponse
 from ._row import call_row
-from ._store import Store
+from ._store import Store, cause, warn_once
 
 if TYPE_CHECKING:
     from ._hardware import HardwareSampler
@@ -108,8 +108,12 @@ class Recorder:
                 if new_run:
                     self.store.append_run(run_id, self.host_facts())
                 self.store.append(row, record.text, record.reasoning)
-            except Exception as exc:  # a full disk must not break the user's call
-                log.warning("llm_nb could not write the stats store %s: %s", self.store.path, exc)
+            except Exception as exc:  # the store must never break the user's call
+                warn_once(
+                    (str(self.store.path), "write"),
+                    f"llm_nb cannot record to its stats store {self.store.path} ({cause(exc)}); "
+                    "calls go on and this session's rows stay in memory (llm_nb.stats())",
+                )
         self._schedule_server_facts(record)
 
     # -- reading ----------------------------------------------------------------------------
