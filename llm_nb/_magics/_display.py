@@ -118,7 +118,7 @@ class RichView:
         call = calls[0]
         record = call.record
         if not record.text and not record.reasoning:
-            return {"text/plain": ""} if final else waiting_bundle()
+            return {"text/plain": ""} if final else waiting_bundle(call.waiting_s)
         # A JSON answer is only parsed once complete; until then it shows as text.
         fmt = "text" if self._fmt == "json" and not final else self._fmt
         return answer_bundle(record.text, fmt, reasoning=record.reasoning, note=_note(call))

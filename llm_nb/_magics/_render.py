@@ -27,9 +27,16 @@ Bundle = dict[str, Any]
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)\n(.*?)(?:^ {0,3}\1[ \t]*$|\Z)", re.M | re.S)
 
 
-def waiting_bundle() -> Bundle:
-    """What the output shows between sending and the first token."""
-    return {"text/plain": "…"}
+#: Seconds without a token before the waiting frame says how long it has been waiting.
+WAITING_NOTE_AFTER_S = 2.0
+
+
+def waiting_bundle(waited_s: float = 0.0) -> Bundle:
+    """What the output shows between sending and the first token: after a moment, how long
+    it has been waiting (loading a model or reading a long prompt can take minutes)."""
+    if waited_s < WAITING_NOTE_AFTER_S:
+        return {"text/plain": "…"}
+    return {"text/plain": f"waiting for the server… {waited_s:.0f} s"}
 
 
 def answer_bundle(text: str, fmt: str, *, reasoning: str = "", note: str | None = None) -> Bundle:

@@ -14,6 +14,7 @@ partial answers stay on screen.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +41,14 @@ class Call:
     @property
     def record(self) -> ChatResponse:
         return self.stream.response
+
+    @property
+    def waiting_s(self) -> float:
+        """Seconds since the request went out, while nothing of the answer has arrived."""
+        trace = self.record.trace
+        if self.done or trace.t_send_ns is None or trace.t_first_token_ns is not None:
+            return 0.0
+        return (time.perf_counter_ns() - trace.t_send_ns) / 1e9
 
     @property
     def tokens(self) -> int:
@@ -92,6 +101,9 @@ def run_calls(calls: Sequence[Call], view: View, throttle_s: float) -> bool:
             # main thread that wakes up now and then notices it (during a long prefill,
             # no token would wake it).
             if not wake.wait(_SIGNAL_CHECK_S):
+                # Silence: redrawn anyway (an unchanged frame is not sent), so a long wait
+                # for the first token shows how long it has lasted.
+                view.update(calls, final=False)
                 continue
             wake.clear()
             if all_done.is_set():
