@@ -399,7 +399,7 @@ async def test_canary_never_leaks_with_real_llama_server(
 
     # A read timeout on the keyed server: a 1 ms read timeout cannot be met.
     slow = LlamaCppProvider(
-        keyed_server.url, api_key=key, retry=NO_RETRY, http=HTTPConfig(start_s=0.001)
+        keyed_server.url, api_key=key, retry=NO_RETRY, http=HTTPConfig(start_s=0.001, read_s=0.001)
     )
     with pytest.raises(LLMError) as info:
         await slow.stream(DEFAULT_MODEL_ALIAS, "Tell a story.", max_tokens=64).collect()
