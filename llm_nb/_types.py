@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
 from . import _validate
 from ._errors import InvalidOptionError
@@ -54,7 +54,7 @@ class Message:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        if self.role not in ROLES:
+        if not _validate.is_one(self.role, ROLES):
             raise _validate.fail("a message's role", "one of " + ", ".join(ROLES), self.role)
         _validate.text(f"a {self.role} message's content", self.content)
         _validate.optional_text("a message's tool_call_id", self.tool_call_id)
@@ -82,17 +82,20 @@ class Message:
                 f"{', '.join(sorted(MESSAGE_KEYS))}"
             )
         role = value.get("role")
-        if role not in ROLES:
+        if not _validate.is_one(role, ROLES):
             raise _validate.fail("a message's role", "one of " + ", ".join(ROLES), role)
-        calls = value.get("tool_calls") or ()
+        calls = value.get("tool_calls")
+        if calls is None:
+            calls = ()
         if not isinstance(calls, list | tuple):
             raise _validate.fail("a message's tool_calls", "a list of tool calls", calls)
+        name = value.get("name")
         return cls(
-            role,
+            cast(Role, role),
             _content(role, value.get("content")),
             tuple(_coerce_tool_call(c) for c in calls),
             value.get("tool_call_id"),
-            value.get("name") or value.get("tool_name"),
+            value.get("tool_name") if name is None else name,
         )
 
 
@@ -103,7 +106,7 @@ def _content(role: str, content: object) -> str:
     if isinstance(content, list):
         pieces = []
         for part in content:
-            if not (isinstance(part, Mapping) and part.get("type") == "text"):
+            if not (isinstance(part, Mapping) and _validate.is_one(part.get("type"), ("text",))):
                 raise _validate.fail(
                     f"a {role} message's content parts",
                     "{'type': 'text', 'text': ...} (only text is sent)",

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeGuard
 
 from ._errors import InvalidOptionError
 
@@ -35,6 +35,12 @@ def got(value: object) -> str:
     if isinstance(value, str) and len(value) <= 24:
         return repr(value)
     return f"a {type(value).__name__}"
+
+
+def is_one(value: object, options: Collection[str]) -> TypeGuard[str]:
+    """``value in options``, for values of any type: an array or an odd object compared with
+    ``==`` may raise or answer something that is not a bool."""
+    return isinstance(value, str) and value in options
 
 
 def fail(name: str, accepted: str, value: object) -> InvalidOptionError:
@@ -121,7 +127,7 @@ def plain_json(name: str, value: object) -> None:
 
 def stop(value: object) -> tuple[str, ...]:
     accepted = "a string or a list of non-empty strings"
-    if value is None:
+    if value is None or (isinstance(value, tuple) and not value):
         return ()
     if isinstance(value, str):
         value = (value,)
@@ -139,16 +145,16 @@ def response_format(value: object) -> str | Mapping[str, Any] | None:
     "json_object"}``, ``{"type": "json_schema", "json_schema": {"schema": ...}}``) are
     unwrapped, since each provider wraps the schema for its wire itself."""
     accepted = "'json', 'text' or a JSON-schema dict such as {'type': 'object', ...}"
-    if value is None or value in ("json", "text"):
+    if value is None or is_one(value, ("json", "text")):
         return value
     if not isinstance(value, Mapping):
         raise fail("response_format", accepted, value)
     kind = value.get("type")
-    if kind == "json_object":
+    if is_one(kind, ("json_object",)):
         return "json"
-    if kind == "text" and len(value) == 1:
+    if is_one(kind, ("text",)) and len(value) == 1:
         return "text"
-    if kind == "json_schema":
+    if is_one(kind, ("json_schema",)):
         wrapped = value.get("json_schema")
         schema = wrapped.get("schema") if isinstance(wrapped, Mapping) else None
         if not isinstance(schema, Mapping):
@@ -171,7 +177,7 @@ def response_format(value: object) -> str | Mapping[str, Any] | None:
 
 def tools(value: object) -> tuple[Mapping[str, Any], ...]:
     shape = "[{'type': 'function', 'function': {'name': ..., 'parameters': {...}}}, ...]"
-    if value is None:
+    if value is None or (isinstance(value, tuple) and not value):
         return ()
     if isinstance(value, Mapping):
         raise InvalidOptionError(f"tools must be a list of tools, not one dict: {shape}")
@@ -181,7 +187,7 @@ def tools(value: object) -> tuple[Mapping[str, Any], ...]:
         fn = tool.get("function") if isinstance(tool, Mapping) else None
         if (
             not isinstance(fn, Mapping)
-            or tool.get("type", "function") != "function"
+            or not is_one(tool.get("type", "function"), ("function",))
             or not isinstance(fn.get("name"), str)
             or not fn["name"]
             or not isinstance(fn.get("parameters", {}), Mapping)
@@ -198,14 +204,14 @@ def tool_choice(
     value: object, given: tuple[Mapping[str, Any], ...]
 ) -> str | Mapping[str, Any] | None:
     shape = "'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}"
-    if value is None or value == "none":
+    if value is None or is_one(value, ("none",)):
         return value
     if isinstance(value, str) and value in TOOL_CHOICES:
         name = None
     elif isinstance(value, Mapping):
         fn = value.get("function")
         name = fn.get("name") if isinstance(fn, Mapping) else None
-        if value.get("type") != "function" or not isinstance(name, str):
+        if not is_one(value.get("type"), ("function",)) or not isinstance(name, str):
             raise fail("tool_choice", shape, value)
     else:
         raise fail("tool_choice", shape, value)
@@ -222,6 +228,8 @@ def tool_choice(
 def extra(value: object) -> Mapping[str, Any]:
     if value is None:
         return {}
+    if isinstance(value, dict) and not value:
+        return value
     if not isinstance(value, Mapping):
         raise fail("extra", "a dict of request fields, e.g. {'top_k': 40}", value)
     for key in value:

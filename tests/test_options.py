@@ -95,6 +95,21 @@ def one_line(exc: BaseException) -> str:
 
 # -- wrong values, per parameter ----------------------------------------------------------
 
+
+class Ambiguous:
+    """Like a numpy array: comparing it or asking for its truth raises."""
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of this is ambiguous")
+
+    __ne__ = __eq__
+
+    def __bool__(self) -> bool:
+        raise ValueError("the truth value of this is ambiguous")
+
+
 junk = st.one_of(
     st.none(),
     st.booleans(),
@@ -198,6 +213,7 @@ WRONG: dict[str, st.SearchStrategy[Any]] = {
     "connect_timeout": st.one_of(st.just(True), st.just(math.inf), st.just([5])),
     "bogus_option": junk,
 }
+WRONG = {k: st.one_of(v, st.builds(Ambiguous)) for k, v in WRONG.items()}
 
 bad_prompt = st.one_of(
     st.none(),
@@ -221,6 +237,12 @@ bad_prompt = st.one_of(
     st.just([{"role": "tool", "content": "x", "tool_call_id": 7}]),
     st.just("lone \ud83d surrogate"),
     st.just(iter(["hi"])),
+    st.builds(Ambiguous),
+    st.builds(lambda: [{"role": Ambiguous(), "content": "x"}]),
+    st.builds(lambda: [{"role": "user", "content": "x", "tool_calls": Ambiguous()}]),
+    st.builds(lambda: [{"role": "user", "content": "x", "name": Ambiguous()}]),
+    st.builds(lambda: {"role": "user", "content": Ambiguous()}),
+    st.builds(lambda: {"role": "user", "content": [{"type": Ambiguous(), "text": "x"}]}),
 )
 
 
