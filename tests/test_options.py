@@ -69,8 +69,9 @@ def no_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     model = root / "model.gguf"
     model.write_bytes(b"GGUF")
-    saved = {k: os.environ.get(k) for k in ("LLAMA_SERVER_BIN", "LLM_NB_MODEL", "LLM_NB_LOCAL_URL")}
-    os.environ["LLAMA_SERVER_BIN"] = str(script)
+    names = ("LLAMA_SERVER_BIN", "LLM_NB_SERVER", "LLM_NB_MODEL", "LLM_NB_LOCAL_URL")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ["LLAMA_SERVER_BIN"] = os.environ["LLM_NB_SERVER"] = str(script)
     os.environ["LLM_NB_MODEL"] = str(model)
     os.environ.pop("LLM_NB_LOCAL_URL", None)
     try:
@@ -300,6 +301,17 @@ def test_every_wrong_prompt_is_refused_before_anything_happens(
     text = one_line(info.value)
     assert any(w in text for w in ("prompt", "message", "content", "tool call", "role")), text
     assert sent.requests == [] and not no_server.exists()
+
+
+def test_the_guard_sees_a_server_start(no_server: Path) -> None:
+    """The recording binary is what ``local`` would run: a valid call does run it (unless
+    an earlier test in this process already started the bundled server, which ``local``
+    then reuses, starting nothing)."""
+    try:
+        llm_nb.chat("local", "Hi", timeout=5, max_tokens=1)
+    except LLMError:
+        assert no_server.exists()
+        no_server.unlink()
 
 
 @pytest.mark.parametrize("model", [5, None, b"local", ["local"]])
