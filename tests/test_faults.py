@@ -573,6 +573,9 @@ def test_sync_stream_closed_from_another_thread(rec: Recorder) -> None:
             assert srv.wait_disconnects(1, 2) and srv.disconnects[0] - t0 < 1.0
             consumer.join(5)
             assert not consumer.is_alive()
+            # Closing ends the consumer's loop quietly: no CancelledError or other
+            # exception from the loop thread surfaces in the consumer's thread.
+            assert errors == []
             assert s.response.status == "cancelled"
             assert only_row(rec)["status"] == "cancelled"
         finally:
@@ -618,6 +621,71 @@ async def test_stop_in_a_panel_closes_connection(wire: Wire, rec: Recorder, kind
             for p in registry().providers():
                 if p.host == host:
                     await p.aclose()
+
+
+# -- nothing left running on the caller's loop ----------------------------------------------
+# A task llm_nb leaves on the caller's loop is cancelled wherever that loop is torn down
+# (asyncio.run, pytest's runner), possibly while it opens a connection: anyio's connect then
+# leaves a coroutine never awaited, whose warning fails whichever test is running at the time.
+
+
+def new_tasks(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
+    """Tasks on this loop that were not there before (this test's own excluded)."""
+    return asyncio.all_tasks() - before - {asyncio.current_task()}
+
+
+@pytest.mark.parametrize("wire", [LLAMACPP, OLLAMA], ids=lambda w: w.name)
+async def test_a_finished_call_leaves_no_task_on_the_callers_loop(
+    wire: Wire, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a call the stats recorder fetches the server's facts (/props, /api/show): on
+    llm_nb's own loop, so the caller's loop has nothing of llm_nb's left running."""
+    from llm_nb import _observers
+    from llm_nb._loop import submit
+    from llm_nb._registry import registry
+
+    recorder = Recorder(None, None)  # the real one, server facts included
+    monkeypatch.setattr(_observers, "_observers", [recorder])
+    monkeypatch.setattr(_observers, "_default_installed", True)
+    before = asyncio.all_tasks()
+    with FaultServer(plays.answer(wire)) as srv:
+        host = f"127.0.0.1:{srv.port}"
+        try:
+            r = await llm_nb.achat(f"{wire.name}:m@{host}", "hi")
+            assert r.status == "ok" and r.text == FULL
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert new_tasks(before) == set()
+            # The facts are still fetched (this fault server answers them with nonsense).
+            key = (r.run_id, wire.name, host, "m")
+            assert await until(lambda: "fetched_at" in recorder.server_facts.get(key, {}))
+        finally:
+            p = registry().get(wire.name, host)
+            await p.aclose()
+            await asyncio.wrap_future(submit(p.aclose()).future)
+
+
+async def test_an_ollama_listing_that_fails_leaves_no_request_running(rec: Recorder) -> None:
+    """Ollama's model list is two requests at once (/api/tags, /api/ps); when one fails,
+    the other is given up before the error reaches the caller, not left running."""
+
+    async def play(req: Request, conn: Conn) -> None:
+        if req.path == "/api/tags":
+            await conn.respond(500, b'{"error": "disk on fire"}', {"content-type": "x/json"})
+        else:
+            await conn.hold()  # /api/ps: no answer until the client leaves
+
+    with FaultServer(play) as srv:
+        p = OLLAMA.provider(srv.url, retry=FAST)
+        before = asyncio.all_tasks()
+        try:
+            with pytest.raises(ServerError, match="disk on fire"):
+                await p.models()
+            assert new_tasks(before) == set()
+            assert await until(lambda: len(srv.disconnects) == 1, 2), "/api/ps still pending"
+        finally:
+            await p.aclose()
+        assert await until(lambda: srv.open_connections == 0, 2)
 
 
 # -- connection reuse -----------------------------------------------------------------------

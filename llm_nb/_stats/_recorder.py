@@ -9,7 +9,6 @@ a call into tasks and onto llm_nb's loop thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import itertools
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .._loop import Job, submit
 from .._types import ChatResponse
 from ._row import call_row
 from ._store import Store, cause, warn_once
@@ -143,14 +143,13 @@ class Recorder:
         if record.status != "ok" or key in self.server_facts:
             return
         self.server_facts[key] = {}
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        task = loop.create_task(self._fetch_server_facts(key, record))
-        # Keep a reference until done: the loop holds tasks only weakly.
-        _pending.add(task)
-        task.add_done_callback(_pending.discard)
+        # On llm_nb's own loop, not the caller's: a fetch left on the caller's loop is
+        # cancelled wherever that loop is torn down (asyncio.run, a test runner), possibly
+        # in the middle of opening a connection. llm_nb's loop lives as long as the process.
+        job = submit(self._fetch_server_facts(key, record))
+        # Keep a reference until done: a loop holds its tasks only weakly.
+        _pending.add(job)
+        job.future.add_done_callback(lambda _: _pending.discard(job))
 
     async def _fetch_server_facts(
         self, key: tuple[str, str, str, str], record: ChatResponse
@@ -200,7 +199,7 @@ class Recorder:
                 log.warning("llm_nb could not write server facts: %s", exc)
 
 
-_pending: set[asyncio.Task[None]] = set()
+_pending: set[Job] = set()
 
 _default: Recorder | None = None
 _default_lock = threading.Lock()

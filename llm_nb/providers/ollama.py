@@ -206,9 +206,19 @@ class OllamaProvider(Provider):
         """Installed models (``/api/tags``), marked loaded when ``/api/ps`` lists them."""
         import asyncio
 
-        tags, ps = await asyncio.gather(
-            self._get_json("/api/tags", timeout=10), self._get_json("/api/ps", timeout=10)
-        )
+        requests = [
+            asyncio.ensure_future(self._get_json(path, timeout=10))
+            for path in ("/api/tags", "/api/ps")
+        ]
+        try:
+            tags, ps = await asyncio.gather(*requests)
+        finally:
+            # gather() leaves the other request running when one fails: it would go on
+            # connecting and retrying after the caller has moved on, on a loop that may be
+            # torn down meanwhile. Both have ended before this returns or raises.
+            for request in requests:
+                request.cancel()
+            await asyncio.wait(requests)
         running = {m.get("name") or m.get("model"): m for m in ps.get("models") or ()}
         out = []
         for m in tags.get("models") or ():

@@ -8,7 +8,8 @@ reset...). The server watches the socket while a play runs, so it notices a clie
 up mid-answer, stops the play, and records when that happened.
 
 What tests read back: ``requests`` (every request, with its arrival time), ``open_connections``
-(sockets the server still holds), ``peak_connections``, ``disconnects`` (monotonic times at
+(sockets the server still holds), ``peak_connections``, ``peak_plays`` (most requests being
+answered at once), ``disconnects`` (monotonic times at
 which a client hung up during a play), and :meth:`wait_idle` / :meth:`wait_disconnects`.
 Every wait is bounded; ``stop()`` closes every socket and the loop.
 """
@@ -184,6 +185,10 @@ class FaultServer:
         self.open_connections = 0
         self.peak_connections = 0
         self.connections_total = 0
+        #: Requests being answered right now, and the most at once since it was last set to
+        #: 0 (idle keep-alive connections are not counted: they answer nothing).
+        self.active_plays = 0
+        self.peak_plays = 0
         #: Exceptions raised by plays (a bug in a test's play should fail that test).
         self.play_errors: list[BaseException] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -193,6 +198,7 @@ class FaultServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._cond = threading.Condition()
         self._conn_ids = itertools.count(1)
+        self._stopping = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -208,7 +214,7 @@ class FaultServer:
 
         async def boot() -> None:
             self._server = await asyncio.start_server(
-                self._handle, self.host, 0, backlog=self._backlog, reuse_address=True
+                self._accepted, self.host, 0, backlog=self._backlog, reuse_address=True
             )
             self.port = self._server.sockets[0].getsockname()[1]
 
@@ -241,8 +247,13 @@ class FaultServer:
             return
 
         async def shutdown() -> None:
+            self._stopping = True
             if self._server is not None:
                 self._server.close()
+            # A connection accepted just before the close is set up over the next loop turns;
+            # _accepted() closes it then. Without these turns its socket would outlive the loop.
+            for _ in range(5):
+                await asyncio.sleep(0)
             for w in list(self._writers):
                 w.close()
             for t in list(self._tasks):
@@ -296,11 +307,19 @@ class FaultServer:
 
     # -- serving ------------------------------------------------------------------------------
 
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Called as each connection is made: the writer and its handler are registered at
+        once, so stop() closes them even when the handler has not run a step yet."""
+        if self._stopping:
+            writer.close()
+            return
+        self._writers.add(writer)
+        task = asyncio.get_running_loop().create_task(self._handle(reader, writer))
+        self._tasks.add(task)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -374,6 +393,8 @@ class FaultServer:
         return not (conn.dropped or writer_closed(conn))
 
     async def _run_play(self, req: Request, conn: Conn) -> None:
+        self.active_plays += 1
+        self.peak_plays = max(self.peak_plays, self.active_plays)
         try:
             await self.play(req, conn)
         except ClientGone:
@@ -386,6 +407,8 @@ class FaultServer:
             self.play_errors.append(exc)
             conn.dropped = True
             conn.reset()
+        finally:
+            self.active_plays -= 1
 
 
 def writer_closed(conn: Conn) -> bool:
