@@ -11,6 +11,7 @@ import asyncio
 import io
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -247,7 +248,15 @@ async def test_frame_summary_and_scores(reg: Registry) -> None:
     for col in ("ttft_s_p50", "ttft_s_p95", "output_tps_mean", "e2e_s_mean", "host_cpu"):
         assert col in summ.columns, col
     assert first["ttft_s_p50"] == pytest.approx(on_a["ttft_s"].median())
-    assert result.resumed == 0 and "6" in result._repr_html_() and "12 cells" in repr(result)
+    assert result.resumed == 0 and "12 cells" in repr(result)
+    html = result._repr_html_()
+    assert f"<b>evaluation {result.run}</b>: 12 cells" in html
+    # The summary table: one row per model, with its cell count (n = 6).
+    rows = html.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
+    assert len(rows) == 2
+    for row, model_id in zip(rows, (ma, mb), strict=True):
+        cells = re.findall(r"<td>(.*?)</td>", row)
+        assert cells[0] == model_id and cells[summ.columns.get_loc("n")] == "6", cells
 
     again = result.rescore({"has_to": scorers.contains})
     assert list(again.summary.columns[:2]) == ["model_id", "score_has_to"]

@@ -26,6 +26,7 @@ from IPython.core.interactiveshell import InteractiveShell
 import llm_nb
 from llm_nb import _observers
 from llm_nb._embedded.server import free_port
+from llm_nb._loop import run_sync
 from llm_nb._magics import LLMMagics
 from llm_nb._magics._args import parse_cell_args
 from llm_nb._magics._display import RichView
@@ -37,6 +38,8 @@ from llm_nb._registry import registry
 from llm_nb._safe_html import markdown_html
 from llm_nb._types import ChatResponse
 from tests.contract import OllamaContractServer
+from tests.faults import LLAMACPP, FaultServer, client_sockets, plays
+from tests.faults.recording import only_recorder
 
 LONG = {"ignore_eos": True}  # llama-server: keep generating up to max_tokens
 
@@ -374,6 +377,95 @@ def test_rich_view_is_throttled_and_ends_with_the_answer(model: str) -> None:
     assert frames[-1][1] == {"text/html": markdown_html(record.text), "text/plain": record.text}
 
 
+class Frames:
+    """A recording ``display`` for RichView: every frame it was sent, with its time."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, dict[str, Any]]] = []
+
+    def display(self, bundle: dict[str, Any], raw: bool, display_id: bool) -> Frames:
+        assert raw and display_id
+        return self
+
+    def update(self, bundle: dict[str, Any], raw: bool) -> None:
+        self.frames.append((time.perf_counter(), bundle))
+
+
+#: A stream of 100 tokens, one every 25 ms: about 2.5 s on the wire.
+TICKS = [f"t{i} " for i in range(100)]
+
+
+def test_live_display_redraws_at_most_and_at_least_once_per_throttle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a notebook cell shows while a multi-second answer streams (fault server, no
+    llama-server): live redraws spaced by throttle_s (not one per token), yet they do
+    happen all along, and the last frame holds the whole answer."""
+    only_recorder(monkeypatch)
+    throttle = 0.25
+    with FaultServer(plays.answer(LLAMACPP, TICKS, delay_s=0.025)) as srv:
+        p = LLAMACPP.provider(srv.url)
+        try:
+            call = Call("llamacpp:m", p.stream("m", "Count."))
+            out = Frames()
+            view = RichView("markdown", display=out.display)
+            t0 = time.perf_counter()
+            assert run_calls([call], view, throttle_s=throttle) is False
+            wall = time.perf_counter() - t0
+        finally:
+            run_sync(p.aclose())
+    record = call.record
+    assert record.status == "ok" and record.text == "".join(TICKS)
+    trace = record.trace
+    streamed = (trace.token_times_ns[-1] - trace.token_times_ns[0]) / 1e9
+    assert streamed > 4 * throttle, streamed  # long enough to need live redraws
+    live, final = out.frames[:-1], out.frames[-1]
+    assert len(out.frames) == view.updates
+    # At most one live redraw per throttle_s (plus the final frame)...
+    assert len(live) <= wall / throttle + 1, (len(live), wall)
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(live)]
+    assert all(g >= throttle * 0.95 for g in gaps), gaps
+    # ...and at least half of what the stream's length allows: the answer grows on screen.
+    assert len(live) >= streamed / throttle / 2, (len(live), streamed)
+    assert all(b["text/plain"] for _, b in live)  # text, not the waiting marker
+    assert final[1]["text/plain"] == record.text
+
+
+def test_interrupt_keeps_the_partial_answer_on_screen(
+    ctrl_c: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or the kernel's interrupt) mid-answer: the cell's last frame still shows what
+    had arrived, marked interrupted, and the connection is closed (fault server)."""
+    only_recorder(monkeypatch)
+    main = threading.get_ident()
+    with FaultServer(plays.answer(LLAMACPP, TICKS, delay_s=0.05)) as srv:
+        p = LLAMACPP.provider(srv.url)
+        try:
+            call = Call("llamacpp:m", p.stream("m", "Count."))
+
+            def interrupt_when_streaming() -> None:
+                deadline = time.monotonic() + 10
+                while len(call.record.trace.token_times_ns) < 5:
+                    if time.monotonic() > deadline:
+                        return
+                    time.sleep(0.01)
+                signal.pthread_kill(main, signal.SIGINT)
+
+            threading.Thread(target=interrupt_when_streaming, daemon=True).start()
+            out = Frames()
+            assert run_calls([call], RichView("markdown", display=out.display), 0.1) is True
+            assert srv.wait_disconnects(1, 2), "the connection was left open"
+        finally:
+            run_sync(p.aclose())
+        assert srv.wait_idle(2) and client_sockets(srv.port) == []
+    record = call.record
+    assert record.status == "cancelled" and call.interrupted
+    assert 5 <= len(record.trace.token_times_ns) < len(TICKS)
+    assert record.text == "".join(TICKS[: len(record.trace.token_times_ns)])
+    final = out.frames[-1][1]["text/plain"]
+    assert final == record.text + "\n[interrupted]"
+
+
 def test_interrupt_keeps_partial_and_records_cancelled(
     shell: InteractiveShell,
     model: str,
@@ -478,6 +570,8 @@ def test_llm_stats(shell: InteractiveShell, model: str) -> None:
     frame = shell.run_line_magic("llm_stats", "")
     assert shell.user_ns["r"].call_id in set(frame["call_id"])
     summary = shell.run_line_magic("llm_stats", "--summary")
-    assert "ttft_s_p50" in summary.columns or any("ttft" in c for c in summary.columns)
+    assert {"ttft_s_p50", "ttft_s_p95", "e2e_s_mean", "n_ok"} <= set(summary.columns)
+    mine = summary[summary["run_id"] == shell.user_ns["r"].run_id]
+    assert len(mine) >= 1 and mine["n_ok"].sum() >= 1 and mine["ttft_s_p50"].notna().all()
     with pytest.raises(UsageError):
         shell.run_line_magic("llm_stats", "-x")

@@ -285,7 +285,8 @@ async def test_auth_error_message_has_no_key() -> None:
             401,
             json={
                 "error": {
-                    "message": "Incorrect API key provided",
+                    # A server that quotes the key it was sent: the error must not pass it on.
+                    "message": f"Incorrect API key provided: {key}",
                     "type": "invalid_request_error",
                     "code": "invalid_api_key",
                 }
@@ -296,6 +297,7 @@ async def test_auth_error_message_has_no_key() -> None:
     with pytest.raises(AuthenticationError) as info:
         await p.chat("m", "hi")
     assert key not in str(info.value) and key not in repr(info.value)
+    assert "Incorrect API key provided" in str(info.value)  # the server's words still shown
 
 
 async def test_unknown_model_lists_available() -> None:

@@ -388,6 +388,44 @@ async def test_ollama_durations_map_to_srv_columns(rec: Recorder) -> None:
     assert row["client_overhead_ms"] == pytest.approx(row["e2e_s"] * 1000 - 35.0)
 
 
+async def test_llama_server_timings_map_to_srv_columns(rec: Recorder) -> None:
+    """llama-server's ``timings`` (already in ms) land in the srv_* columns unchanged."""
+    timings = {
+        "prompt_n": 10,
+        "prompt_ms": 12.5,
+        "cache_n": 4,
+        "predicted_n": 3,
+        "predicted_ms": 30.25,
+        "predicted_per_second": 99.17,
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            obj = {"model": "m", "object": "chat.completion.chunk", "choices": [choice], **extra}
+            return f"data: {json.dumps(obj)}\n\n"
+
+        body = chunk({"role": "assistant", "content": None})
+        body += "".join(chunk({"content": t}) for t in ("a", "b", "c"))
+        body += chunk({}, "stop", timings=timings)
+        usage = {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17}
+        body += f"data: {json.dumps({'model': 'm', 'choices': [], 'usage': usage})}\n\n"
+        return httpx.Response(200, text=body + "data: [DONE]\n\n")
+
+    r = await mock(LlamaCppProvider, handler).stream("m", "hi").collect()
+    assert r.text == "abc"
+    (row,) = rec.rows()
+    assert (row["srv_prompt_n"], row["srv_cache_n"], row["srv_decode_n"]) == (10, 4, 3)
+    assert (row["srv_prompt_ms"], row["srv_decode_ms"], row["srv_total_ms"]) == (
+        12.5,
+        30.25,
+        42.75,
+    )
+    assert math.isnan(row["srv_load_ms"])  # llama-server does not report a load time
+    assert row["srv_output_tps"] == pytest.approx(3 / 30.25 * 1000)
+    assert row["client_overhead_ms"] == pytest.approx(row["e2e_s"] * 1000 - 42.75)
+
+
 # -- fidelity against the real llama-server ---------------------------------------------------
 
 

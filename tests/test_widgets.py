@@ -118,6 +118,20 @@ class Changes:
         self.threads.add(threading.get_ident())
 
 
+class AnswerChanges(Changes):
+    """Counts the changes of every answer a chat panel adds from now on (each turn gets a new
+    ``Output``, made inside ``send``), and the threads they came from."""
+
+    def __init__(self, panel: ChatPanel) -> None:
+        self.count = 0
+        self.threads = set()
+        panel.history.observe(self._added, "children")
+
+    def _added(self, change: Any) -> None:
+        for box in change["new"][len(change["old"]) :]:
+            box.children[2].observe(self._seen, "outputs")  # prompt, label, answer, figures
+
+
 # -- chat -------------------------------------------------------------------------------------
 
 
@@ -197,15 +211,18 @@ async def test_stop_mid_answer_keeps_the_partial_text_and_frees_the_slot(
 def test_without_a_running_loop_the_work_runs_on_llm_nb_loop(model: str) -> None:
     panel = llm_nb.chat_panel(model, max_tokens=16, extra=LONG, throttle_s=0.05)
     panel.prompt.value = "Count to twenty."
+    changes = AnswerChanges(panel)
     panel.send_button.click()  # blocks: there is no loop to run a task on
-    changes = Changes(panel.answer, "outputs")
     record = panel.turns[0].record
     assert record.status == "ok" and record.usage.completion_tokens == 16
     assert shown_text(panel.answer) == record.text and panel.worker.task is None
+    # The answer was drawn (live frames and the final one), every time from this thread:
+    # never from llm_nb's loop thread, where the work ran.
+    assert changes.count >= 1 and changes.threads == {threading.get_ident()}
+    first = changes.count
     panel.send("Again.")
     assert panel.turns[1].record.status == "ok"
-    assert Changes(panel.turns[1].answer, "outputs").count == 0  # already final
-    assert changes.threads <= {threading.get_ident()}
+    assert changes.count > first and changes.threads == {threading.get_ident()}
 
 
 def test_errors_show_inline_on_one_line_and_the_panel_keeps_working(
