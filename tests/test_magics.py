@@ -374,6 +374,10 @@ def test_rich_view_is_throttled_and_ends_with_the_answer(model: str) -> None:
     # The final frame may follow the last live one at once; live frames are spaced.
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(frames[:-1])]
     assert all(g >= 0.29 for g in gaps), gaps
+    # And they do happen while tokens stream: at least half of what the throttle allows.
+    times = record.trace.token_times_ns
+    streamed = (times[-1] - times[0]) / 1e9
+    assert len(frames) - 1 >= streamed / 0.3 / 2, (len(frames), streamed)
     assert frames[-1][1] == {"text/html": markdown_html(record.text), "text/plain": record.text}
 
 

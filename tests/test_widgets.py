@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import queue
+import re
 import sys
 import threading
 import time
@@ -34,6 +35,7 @@ from llm_nb._widgets._parts import shown_text
 from llm_nb._wire.http import RetryPolicy
 from llm_nb.providers.llamacpp import LlamaCppProvider
 from tests.contract import OllamaContractServer
+from tests.faults import Conn, FaultServer, Request
 from tests.kernels import iopub_until_idle, started_kernel
 
 LONG = {"ignore_eos": True}  # llama-server: keep generating up to max_tokens
@@ -404,7 +406,10 @@ async def test_picker_loads_and_unloads_on_a_router(kernel_loop: Any, llama_rout
     await picker.wait()
     assert statuses(picker, host) == {"smollm2-a": "unloaded", "smollm2-b": "loaded"}
     assert seen[-1] == f"loaded llamacpp:smollm2-b@{host}" and picker.bar.value == 1.0
-    assert any(": loading (" in s for s in seen) or len(seen) >= 2
+    # Status lines polled while it loaded, if it took that long (a fast test above makes sure
+    # they come), between the first and the last line.
+    assert seen[0] == f"load llamacpp:smollm2-b@{host}…"
+    assert all(re.fullmatch(r"smollm2-b: \w+ \(\d+\.\d s\)", s) for s in seen[1:-1]), seen
     assert picker.value == f"llamacpp:smollm2-b@{host}"  # kept across the relisting
 
     # Pull on a router: the router loads (downloading first if it must), status polled.
@@ -419,13 +424,57 @@ async def test_picker_loads_and_unloads_on_a_router(kernel_loop: Any, llama_rout
     assert statuses(picker, host)["smollm2-a"] == "unloaded" and picker.error.text == ""
 
 
+async def test_picker_shows_the_model_status_while_it_loads(kernel_loop: Any) -> None:
+    """A router load that takes a second (a fault server playing llama-server's router): the
+    progress line shows the model's status, polled meanwhile, then "loaded"."""
+    load_asked: list[float] = []
+
+    async def router(req: Request, conn: Conn) -> None:
+        if req.path.startswith("/props"):
+            await conn.respond(200, {"role": "router", "max_instances": 1})
+        elif req.path == "/v1/models":
+            status = "unloaded"
+            if load_asked:
+                status = "loading" if time.monotonic() < load_asked[0] + 1.0 else "loaded"
+            models = [{"id": "smollm2-b", "object": "model", "status": {"value": status}}]
+            await conn.respond(200, {"object": "list", "data": models})
+        elif req.path == "/models/load":
+            load_asked.append(time.monotonic())
+            await conn.respond(200, {"success": True})
+        else:
+            await conn.respond(404, {"error": {"code": 404, "message": "not here"}})
+
+    with FaultServer(router) as server:
+        host = host_of(server.url)
+        registry().get("llamacpp", host)
+        try:
+            picker = llm_nb.model_picker()
+            await picker.wait()
+            assert statuses(picker, host) == {"smollm2-b": "unloaded"}
+            seen: list[str] = []
+            picker.progress_label.observe(lambda c: seen.append(c["new"]), "value")
+            picker.select(f"llamacpp:smollm2-b@{host}")
+            picker.load_button.click()
+            await picker.wait()
+            assert statuses(picker, host) == {"smollm2-b": "loaded"}
+        finally:
+            for p in registry().providers():
+                if p.host == host:
+                    await p.aclose()
+            forget(host)
+    assert seen[0] == f"load llamacpp:smollm2-b@{host}…"
+    assert seen[-1] == f"loaded llamacpp:smollm2-b@{host}"
+    polls = seen[1:-1]
+    assert all(re.fullmatch(r"smollm2-b: load(ing|ed) \(\d+\.\d s\)", s) for s in polls), seen
+    assert sum(": loading (" in s for s in polls) >= 2, seen  # polled every 0.2 s for 1 s
+
+
 async def test_picker_pulls_with_progress_and_deletes_on_ollama(
     kernel_loop: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_picker, "PROGRESS_EVERY_S", 0.0)  # draw every step, to see them all
     with OllamaContractServer(None) as server:
         host = host_of(server.url)
-        print("PORT ollama", host, file=sys.stderr)
         registry().get("ollama", host)
         try:
             picker = llm_nb.model_picker()
