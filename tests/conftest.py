@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -94,6 +94,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Tests of the test doubles and instruments themselves (fixtures, the contract server,
+    # the fault server, the leak scanners): counted apart from the tests of llm_nb.
+    config.addinivalue_line(
+        "markers", "doubles: validates a test double or instrument, not llm_nb itself"
+    )
     # Tests interrupt streams with real SIGINTs (to this process and to kernels it starts). A
     # shell without job control starts background commands with SIGINT ignored, Python keeps
     # it so, and children inherit it: the interrupts would vanish. Restore Ctrl-C first.
@@ -156,6 +161,51 @@ def _collect_garbage_after_each_test() -> Iterator[None]:
         import gc
 
         gc.collect()
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        item.stash[_CALL_FAILED] = True
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _close_connections_after_a_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that fails skips its own clean-up (``await p.aclose()`` after the asserts), and
+    pytest keeps the failure's frames, so its sockets would be found unclosed later, in
+    whichever test is running then: one failure would fail others. After a failed test,
+    every provider's connections are closed here, on each loop that holds some."""
+    yield
+    if request.node.stash.get(_CALL_FAILED, False):
+        _close_every_provider()
+
+
+def _close_every_provider() -> None:
+    import asyncio
+    import contextlib
+    import gc
+
+    from llm_nb._loop import get_loop, run_sync
+    from llm_nb.providers.base import Provider
+
+    for p in [o for o in gc.get_objects() if isinstance(o, Provider)]:
+        for loop in list(p._clients):
+            with contextlib.suppress(Exception):
+                if loop.is_closed():
+                    continue
+                if loop is get_loop():
+                    run_sync(p.aclose(), timeout=5)
+                elif loop.is_running():  # another thread's loop
+                    asyncio.run_coroutine_threadsafe(p.aclose(), loop).result(5)
+                else:  # pytest's loop, between tests
+                    loop.run_until_complete(p.aclose())
 
 
 @pytest.fixture

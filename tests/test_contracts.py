@@ -29,6 +29,8 @@ from pydantic import BaseModel
 from tests.contract import ErrorBody, OllamaContractServer, contract_problems
 from tests.contract import ollama_server as contract_module
 
+pytestmark = pytest.mark.doubles  # these tests check the doubles against the real clients
+
 FIXTURES = Path(__file__).parent / "fixtures"
 OPENAI = FIXTURES / "openai"
 OLLAMA = FIXTURES / "ollama"

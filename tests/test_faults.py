@@ -715,6 +715,7 @@ async def test_sequential_streams_reuse_one_connection(wire: Wire, rec: Recorder
 # -- the fault server itself ---------------------------------------------------------------
 
 
+@pytest.mark.doubles
 def test_fault_server_counts_connections_and_requests() -> None:
     """The instrument behind every check above: it sees requests, holds and releases
     connections, and notices a client that leaves mid-answer."""

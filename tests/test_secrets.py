@@ -304,6 +304,7 @@ async def test_canary_never_leaks_from_fault_servers(
     s.assert_clean(key)
 
 
+@pytest.mark.doubles
 def test_needles_would_catch_each_leak_shape(canary_api_key: str) -> None:
     """The detector itself: each way a key shows up in the wild is found."""
     key = canary_api_key

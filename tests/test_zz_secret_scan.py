@@ -109,6 +109,7 @@ class _SessionEndScan:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.mark.doubles
 def test_scanner_finds_the_key_in_every_form(canary_api_key: str) -> None:
     key = canary_api_key
     with tempfile.TemporaryDirectory(prefix="llm_nb-scan-selftest-") as d:
