@@ -139,7 +139,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_widgets/_work.py",
         "job = self._job = submit(self._guarded(body, updates.put))",
         "job = self._job = submit(self._guarded(body, _now))",
-        fast=(),
+        fast=(f"{WIDGETS}::test_without_a_running_loop_widgets_change_on_the_callers_thread",),
         server=(f"{WIDGETS}::test_without_a_running_loop_the_work_runs_on_llm_nb_loop",),
         what="without a running loop, widgets are changed from llm_nb's loop thread",
     ),

@@ -27,6 +27,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import llm_nb
 from llm_nb._embedded.server import free_port
+from llm_nb._loop import run_sync
 from llm_nb._registry import registry
 from llm_nb._safe_html import escape, markdown_html, note_html
 from llm_nb._widgets import ChatPanel, ComparePanel, ModelPicker, _defaults, _picker
@@ -35,7 +36,8 @@ from llm_nb._widgets._parts import shown_text
 from llm_nb._wire.http import RetryPolicy
 from llm_nb.providers.llamacpp import LlamaCppProvider
 from tests.contract import OllamaContractServer
-from tests.faults import Conn, FaultServer, Request
+from tests.faults import LLAMACPP, Conn, FaultServer, Request, plays
+from tests.faults.recording import only_recorder
 from tests.kernels import iopub_until_idle, started_kernel
 
 LONG = {"ignore_eos": True}  # llama-server: keep generating up to max_tokens
@@ -225,6 +227,30 @@ def test_without_a_running_loop_the_work_runs_on_llm_nb_loop(model: str) -> None
     panel.send("Again.")
     assert panel.turns[1].record.status == "ok"
     assert changes.count > first and changes.threads == {threading.get_ident()}
+
+
+def test_without_a_running_loop_widgets_change_on_the_callers_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same fallback against a fault server (no llama-server): the answer streams on
+    llm_nb's loop thread, and every change to the widgets is made on the caller's thread."""
+    only_recorder(monkeypatch)
+    tokens = [f"w{i} " for i in range(20)]
+    with FaultServer(plays.answer(LLAMACPP, tokens, delay_s=0.02)) as srv:
+        host = host_of(srv.url)
+        try:
+            panel = llm_nb.chat_panel(f"llamacpp:m@{host}", throttle_s=0.05)
+            changes = AnswerChanges(panel)
+            panel.send("Count.")  # blocks until the answer is complete
+            record = panel.turns[0].record
+            assert record.status == "ok" and record.text == "".join(tokens)
+            assert shown_text(panel.answer) == record.text and panel.worker.task is None
+            assert changes.count >= 2 and changes.threads == {threading.get_ident()}
+        finally:
+            for p in registry().providers():
+                if p.host == host:
+                    run_sync(p.aclose())
+            forget(host)
 
 
 def test_errors_show_inline_on_one_line_and_the_panel_keeps_working(
