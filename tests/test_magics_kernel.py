@@ -111,8 +111,10 @@ def test_long_answer_costs_a_bounded_number_of_updates(kernel: Kernel, model: st
         " 'span': (r.trace.token_times_ns[-1] - r.trace.token_times_ns[0]) / 1e9}"
     )
     assert r["status"] == "ok" and r["n"] == 120
-    # Live updates do happen while the tokens stream: at least half of what 0.1 s allows.
-    assert len(updates) - 1 >= r["span"] / 0.1 / 2, (len(updates), r["span"])
+    # Live updates do happen while the tokens stream: at least half of what 0.1 s allows (or
+    # of the tokens, when they come slower than that).
+    allowed = min(r["span"] / 0.1, r["n"] - 1)
+    assert len(updates) - 1 >= allowed / 2, (len(updates), allowed)
     final = updates[-1]["content"]["data"]
     assert final == {"text/html": markdown_html(r["text"]), "text/plain": r["text"]}
     print(f"\n120 tokens in {duration:.2f} s -> {len(updates)} updates")
