@@ -153,12 +153,13 @@ MUTATIONS: tuple[Mutation, ...] = (
         what="the picker shows nothing while a router loads a model",
     ),
     Mutation(
-        "ollama-stream-error-misclassified",
+        "ollama-stream-error-line-ignored",
         "llm_nb/providers/ollama.py",
-        "            exc = wire.status_error(\n                500,\n",
-        "            exc = wire.status_error(\n                429,\n",
+        '        if obj.get("error"):\n            raise self._stream_error(obj, record)\n',
+        '        if obj.get("error") and False:\n'
+        "            raise self._stream_error(obj, record)\n",
         fast=("tests/test_secrets.py::test_canary_never_leaks_from_fault_servers",),
-        what="an error line in Ollama's stream becomes a rate limit (never checked before)",
+        what="an error line in Ollama's stream is skipped (the Ollama outcome was never checked)",
     ),
     Mutation(
         "connection-limit-below-the-load",
