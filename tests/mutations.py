@@ -65,8 +65,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "live-redraws-removed",
         "llm_nb/_magics/_runner.py",
-        "view.update(calls, final=False)",
-        "pass  # no live redraw",
+        "            view.update(calls, final=False)\n            # The rate bound",
+        "            pass  # no live redraw\n            # The rate bound",
         fast=(f"{MAGICS}::test_live_display_redraws_at_most_and_at_least_once_per_throttle",),
         server=(
             f"{MAGICS}::test_rich_view_is_throttled_and_ends_with_the_answer",
@@ -172,8 +172,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "eval-html-without-rows",
         "llm_nb/_eval/_result.py",
-        "html: str = self.summary.to_html(",
-        "html: str = self.summary.head(0).to_html(",
+        "table: str = self.summary.to_html(",
+        "table: str = self.summary.head(0).to_html(",
         fast=("tests/test_eval.py::test_frame_summary_and_scores",),
         what="the evaluation's HTML summary has no rows ('6' matched the run id's year)",
     ),
