@@ -156,6 +156,7 @@ class ChatStream:
                     if deltas:
                         for delta in absorb(deltas, clock()):
                             yield delta
+            trace.t_done_ns = clock()
             if not at_eof:
                 # Ended by its marker: the rest (the chunked terminator) is read so the
                 # connection goes back to the pool.

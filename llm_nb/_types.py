@@ -295,6 +295,9 @@ class CallTrace:
     t_headers_ns: int | None = None
     t_first_token_ns: int | None = None
     t_first_answer_ns: int | None = None
+    #: The stream's last chunk read (its end marker, or the body's end): the chunk carrying
+    #: the server's timings, which the last token-carrying chunk may precede.
+    t_done_ns: int | None = None
     t_end_ns: int | None = None
     token_times_ns: list[int] = field(default_factory=list)
     retries: int = 0

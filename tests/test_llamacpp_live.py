@@ -29,6 +29,7 @@ from llm_nb import (
 from llm_nb._embedded.program import native_program, prebuilt_program
 from llm_nb._embedded.server import LlamaServer, free_port
 from llm_nb._registry import Registry
+from llm_nb._stats._frames import build_label
 from llm_nb._wire.http import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OpenAIProvider
 
@@ -259,7 +260,8 @@ def test_top_level_sync_api(llama_server: Any) -> None:
 
 def test_server_facts_are_what_the_server_reports(llama_server: Any) -> None:
     """server_build comes from the server's own /props on either build, never filled in by
-    llm_nb; server_version stays empty for llama-server, which does not report one."""
+    llm_nb (placeholders dropped); server_version stays empty for llama-server, which does
+    not report one."""
     mid = f"llamacpp:smollm2@{llama_server.url.split('://')[1]}"
     run = f"facts-{llama_server.program.kind}"
     with llm_nb.run(run):
@@ -268,12 +270,46 @@ def test_server_facts_are_what_the_server_reports(llama_server: Any) -> None:
     deadline = time.monotonic() + 10
     while True:
         row = llm_nb.summary(run).iloc[0]
-        if row.get("server_build") or time.monotonic() > deadline:
+        if row.get("quantization") or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert row["server_build"] == props["build_info"]
+    # A build without its git history says b0-unknown: no build at all, so shown as missing.
+    assert row["server_build"] == build_label(props["build_info"])
+    if props["build_info"] == "b0-unknown":
+        assert row["server_build"] is None
     assert row["quantization"] == "Q4_1" and row["n_ctx"] == 1024
     assert not row.get("server_version")
+
+
+async def test_overhead_is_never_negative_when_calls_share_the_server(
+    llama: LlamaCppProvider,
+) -> None:
+    """Two answers at once on one server, each ending on an end-of-generation token: the
+    server's decode time includes that last step, which sends no text, so the last token
+    chunk can come well before the chunk with the timings. Overhead measured to that chunk
+    is never negative; measured to the last token (e2e_s) it was, under load."""
+    from llm_nb._stats._row import call_row
+
+    records = []
+    for _ in range(3):
+        records += await asyncio.gather(
+            *(
+                llama.stream(
+                    "smollm2", f"Answer yes or no: is {n} even?", max_tokens=32, temperature=0
+                ).collect()
+                for n in (3, 4)
+            )
+        )
+    for r in records:
+        row, t = call_row(r), r.trace
+        assert r.status == "ok" and r.finish_reason == "stop", r.finish_reason
+        assert t.t_done_ns is not None and t.t_send_ns is not None
+        assert t.t_done_ns >= t.token_times_ns[-1]
+        server_ms = row["srv_prompt_ms"] + row["srv_decode_ms"]
+        assert row["client_overhead_ms"] >= 0, (row["e2e_s"] * 1000, server_ms)
+        assert row["client_overhead_ms"] == pytest.approx(
+            (t.t_done_ns - t.t_send_ns) / 1e6 - server_ms
+        )
 
 
 async def test_concurrent_streams_all_complete(llama: LlamaCppProvider) -> None:

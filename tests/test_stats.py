@@ -34,6 +34,7 @@ def record(**kw: Any) -> ChatResponse:
         t_headers_ns=5 * MS,
         t_first_token_ns=100 * MS,
         t_first_answer_ns=150 * MS,
+        t_done_ns=510 * MS,
         t_end_ns=520 * MS,
         token_times_ns=[100 * MS, 150 * MS, 200 * MS, 300 * MS, 500 * MS],
     )
@@ -70,10 +71,26 @@ def test_row_definitions() -> None:
     assert row["n_chunks"] == 5
     assert row["token_source"] == "server_usage"
     assert row["srv_output_tps"] == pytest.approx(5 / 390 * 1000)
-    assert row["client_overhead_ms"] == pytest.approx(500 - (80 + 390))
+    # to the chunk carrying the timings (t_done), which the server's time ends before
+    assert row["client_overhead_ms"] == pytest.approx(510 - (80 + 390))
     assert math.isnan(row["srv_load_ms"]) and math.isnan(row["cost_usd"])
     assert row["chars"] == 5 and len(row["text_sha256"]) == 64
     assert row["queue_s"] == 0.0
+
+
+def test_overhead_is_measured_to_the_timings_chunk_not_the_last_token() -> None:
+    """The server's decode time runs to its last step (an end-of-generation token, which sends
+    no text), so the last token chunk can come long before the chunk with the timings (seen:
+    1.2 s before it, with two calls sharing a loaded server). Against e2e this gave negative
+    overheads; against the timings chunk it is what the server did not account for."""
+    timings = ServerTimings(prompt_n=10, prompt_ms=300.0, decode_n=6, decode_ms=900.0)
+    r = record(timings=timings)
+    r.trace.t_done_ns = 1250 * MS  # the final chunk, 750 ms after the last token (500 ms)
+    row = call_row(r)
+    assert row["e2e_s"] == pytest.approx(0.5)  # e2e itself still ends at the last token
+    assert row["client_overhead_ms"] == pytest.approx(1250 - (300 + 900))
+    r.trace.t_done_ns = None  # the stream never reached its end: nothing to compare
+    assert math.isnan(call_row(r)["client_overhead_ms"])
 
 
 def test_row_nan_rules_and_token_sources() -> None:
@@ -250,10 +267,17 @@ async def test_summary_excludes_warmup_and_counts_errors(rec: Recorder) -> None:
         )
         with pytest.raises(llm_nb.BadRequestError):
             await bad.chat("m", "hi")
+        # A stream the user stopped: cancelled, neither ok nor an error.
+        stopped = p.stream("m", "hi")
+        async for _ in stopped:
+            break
+        await stopped.aclose()
+    assert stopped.response.status == "cancelled"
     df = _frames.frame(rec.rows())
     summ = _frames.summary(df)
     (row,) = summ.to_dict("records")
-    assert (row["n_ok"], row["n_error"], row["error_rate"]) == (4, 1, 0.2)
+    assert (row["n_ok"], row["n_error"], row["n_cancelled"]) == (4, 1, 1)
+    assert row["error_rate"] == 0.2  # 1 error in the 5 calls that were not stopped
     assert row["output_tokens"] == 12
     ok = df[(df.status == "ok") & ~df.warmup]
     assert row["ttft_s_p50"] == pytest.approx(ok["ttft_s"].median())
@@ -262,6 +286,27 @@ async def test_summary_excludes_warmup_and_counts_errors(rec: Recorder) -> None:
         for q in ("mean", "p50", "p90", "p95", "p99", "max"):
             assert f"{m}_{q}" in summ.columns
     assert math.isnan(row["cost_usd"])
+
+
+@pytest.mark.parametrize(
+    ("build_info", "shown"),
+    [
+        ("b0-unknown", None),  # built without git history: no build at all
+        ("b11434-unknown", "b11434"),
+        ("b0-a2cbcf7", "a2cbcf7"),
+        ("b11434-a2cbcf7", "b11434-a2cbcf7"),
+        ("0.12.3", "0.12.3"),  # another server's own string passes as given
+        ("", None),
+        (None, None),
+        (7, None),
+    ],
+)
+def test_server_build_drops_placeholders(build_info: Any, shown: str | None) -> None:
+    assert _frames.build_label(build_info) == shown
+    df = _frames.frame([call_row(record(run_id="r"))])
+    key = ("r", "llamacpp", "127.0.0.1:8080", "m")
+    (row,) = _frames.summary(df, servers={key: {"build": build_info}}).to_dict("records")
+    assert row["server_build"] == shown
 
 
 def test_export_csv_and_bad_suffix(rec: Recorder, tmp_path: Path) -> None:
@@ -377,7 +422,7 @@ async def test_ollama_durations_map_to_srv_columns(rec: Recorder) -> None:
         ]
         return httpx.Response(200, text="".join(json.dumps(x) + "\n" for x in lines))
 
-    await mock(OllamaProvider, handler).stream("q", "hi").collect()
+    t = (await mock(OllamaProvider, handler).stream("q", "hi").collect()).trace
     (row,) = rec.rows()
     assert (
         row["srv_load_ms"],
@@ -385,7 +430,10 @@ async def test_ollama_durations_map_to_srv_columns(rec: Recorder) -> None:
         row["srv_decode_ms"],
         row["srv_total_ms"],
     ) == (20.0, 10.0, 5.0, 50.0)
-    assert row["client_overhead_ms"] == pytest.approx(row["e2e_s"] * 1000 - 35.0)
+    # Measured to the done:true line, which carries the durations and follows the last token.
+    assert t.t_done_ns is not None and t.t_send_ns is not None
+    assert t.t_done_ns >= t.token_times_ns[-1]
+    assert row["client_overhead_ms"] == pytest.approx((t.t_done_ns - t.t_send_ns) / 1e6 - 35.0)
 
 
 async def test_llama_server_timings_map_to_srv_columns(rec: Recorder) -> None:

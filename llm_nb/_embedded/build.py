@@ -87,6 +87,13 @@ def cmake_options() -> tuple[str, ...]:
     return options
 
 
+def build_number_options() -> tuple[str, ...]:
+    """Tell llama.cpp its build number: the source release has no git history, from which its
+    cmake would take it, so the server would report ``b0-unknown``. Kept out of
+    ``cmake_options`` (and so out of the cache key): the build number is already in the key."""
+    return (f"-DLLAMA_BUILD_NUMBER={LLAMA_CPP_BUILD.removeprefix('b')}",)
+
+
 _INSTALL_HINT = (
     "install them with `apt-get install cmake ninja-build g++` or `pip install cmake ninja`"
 )
@@ -308,7 +315,16 @@ def _build(target: Path, report: Progress) -> None:
         build_dir = work / "build"
         report("llama-server: configuring (cmake)")
         _run_logged(
-            [cmake, "-S", str(src), "-B", str(build_dir), *generator, *cmake_options()],
+            [
+                cmake,
+                "-S",
+                str(src),
+                "-B",
+                str(build_dir),
+                *generator,
+                *cmake_options(),
+                *build_number_options(),
+            ],
             log,
             "configure",
         )

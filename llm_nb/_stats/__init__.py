@@ -42,7 +42,8 @@ def stats(run_id: str | None = None) -> pd.DataFrame:
 
 
 def summary(run_id: str | None = None) -> pd.DataFrame:
-    """One row per model per run: n_ok, n_error, error_rate, ttft/tpot/e2e/output_tps mean,
+    """One row per model per run: n_ok, n_error, n_cancelled (user stops, not in error_rate),
+    error_rate, ttft/tpot/e2e/output_tps mean,
     p50, p90, p95, p99 and max, throughput; warm-up calls excluded."""
     from . import _frames
 

@@ -42,12 +42,29 @@ SERVER_COLUMNS = (("server_build", "build"), ("server_version", "version"),
                   ("quantization", "quantization"), ("n_ctx", "n_ctx"))  # fmt: skip
 
 
+def build_label(build_info: object) -> str | None:
+    """A server's build as it reports it, without placeholders: llama.cpp's ``b<number>-<commit>``
+    says ``b0`` and ``unknown`` when it was built without its git history, which are no build
+    at all, so those parts are dropped (``b0-unknown`` is None; other servers' strings pass)."""
+    if not isinstance(build_info, str) or not build_info.strip():
+        return None
+    value = build_info.strip()
+    number, sep, commit = value.partition("-")
+    if not (sep and number[:1] == "b" and number[1:].isdigit()):
+        return value
+    parts = [number] if int(number[1:]) else []
+    if commit != "unknown":
+        parts.append(commit)
+    return "-".join(parts) or None
+
+
 def summary(
     df: pd.DataFrame,
     host: dict[str, Any] | None = None,
     servers: dict[tuple[str, str, str, str], dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    """One row per (run, provider, host, model): counts, error rate, mean and percentiles of
+    """One row per (run, provider, host, model): counts (n_ok, n_error, and n_cancelled for
+    calls the user stopped, which the error rate leaves out), error rate, mean and percentiles of
     ttft_s, tpot_s, e2e_s and output_tps over ok calls, throughput, and the host and server
     facts where known. Warm-up calls are left out."""
     import numpy as np
@@ -59,8 +76,12 @@ def summary(
         ok = g[g["status"] == "ok"]
         row: dict[str, Any] = dict(zip(GROUP, key, strict=True))
         row["n_ok"] = len(ok)
-        row["n_error"] = len(g) - len(ok)
-        row["error_rate"] = row["n_error"] / len(g) if len(g) else np.nan
+        # A call the user stopped did not fail: counted apart, and out of the error rate.
+        n_cancelled = int((g["status"] == "cancelled").sum())
+        row["n_error"] = len(g) - len(ok) - n_cancelled
+        row["n_cancelled"] = n_cancelled
+        attempted = len(g) - n_cancelled
+        row["error_rate"] = row["n_error"] / attempted if attempted else np.nan
         for m in SUMMARY_METRICS:
             values = ok[m].dropna()
             row[f"{m}_mean"] = values.mean() if len(values) else np.nan
@@ -84,7 +105,8 @@ def summary(
             row[col] = (host or {}).get(fact)
         facts = (servers or {}).get(tuple(key), {})  # type: ignore[arg-type]
         for col, fact in SERVER_COLUMNS:
-            row[col] = facts.get(fact)
+            value = facts.get(fact)
+            row[col] = build_label(value) if fact == "build" else value
         out.append(row)
     return pd.DataFrame(out)
 

@@ -104,11 +104,17 @@ def call_row(
         srv_decode_n / srv_decode_ms * 1000 if srv_decode_ms and srv_decode_ms > 0 else NAN
     )
     overhead = NAN
-    if not (math.isnan(e2e) or math.isnan(srv_prompt_ms) or math.isnan(srv_decode_ms)):
+    # Measured to the chunk that carried the timings, not to the last token: the server's
+    # decode time runs to its final step (an end-of-generation token sends no text), so the
+    # last token-carrying chunk can precede the end of that time, by a whole decode step or
+    # more when other requests share the server. The server starts after the send and
+    # reports before its last chunk, so this difference cannot be negative.
+    done = _s(t.t_done_ns, send)
+    if not (math.isnan(done) or math.isnan(srv_prompt_ms) or math.isnan(srv_decode_ms)):
         # llama-server reports no load time: its model is loaded before the request counts,
         # so a missing load is 0 here; Ollama reports load_duration when it loaded.
         load = 0.0 if math.isnan(srv_load_ms) else srv_load_ms
-        overhead = e2e * 1000 - (load + srv_prompt_ms + srv_decode_ms)
+        overhead = done * 1000 - (load + srv_prompt_ms + srv_decode_ms)
 
     text = record.text
     hw = hardware or {}
