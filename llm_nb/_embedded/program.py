@@ -34,6 +34,7 @@ __all__ = [
     "native_program",
     "prebuilt_program",
     "router_program",
+    "server_label",
     "server_program",
 ]
 
@@ -116,6 +117,16 @@ def _choice() -> str:
     if value:
         return value
     return "native" if os.environ.get("LLAMA_SERVER_BIN") else "prebuilt"
+
+
+def server_label() -> str:
+    """The program ``LLM_NB_SERVER`` chooses, in words, for a progress line; starts nothing."""
+    choice = _choice()
+    if choice == "prebuilt":
+        return "prebuilt llama.cpp"
+    if choice == "native":
+        return "llama.cpp built for this CPU"
+    return f"llama-server at {choice}"
 
 
 def _path_program(value: str) -> ServerProgram:

@@ -1,0 +1,129 @@
+"""``python -m llm_nb``: its help, the status line while the local server starts, and the
+figures line, after an interrupt too. Fault servers stand in for models (no real server)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from llm_nb import __main__ as cli
+from llm_nb._registry import LOCAL_URL_ENV, registry
+from tests.faults import plays
+from tests.faults.server import FaultServer
+from tests.faults.wires import LLAMACPP, OPENAI
+
+
+def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    commands = out.split("commands:", 1)[1]
+    assert [name for name, _ in cli.COMMANDS] == ["notebook"]
+    for name, _ in cli.COMMANDS:
+        assert re.search(rf"^  {name} ", commands, re.M), out
+    assert "notebook" in out.split("\n\n", 1)[0]  # in the usage lines too
+    # Each one listed is dispatched: its own parser answers its --help.
+    with pytest.raises(SystemExit):
+        cli.main(["notebook", "--help"])
+    assert "usage: python -m llm_nb notebook" in capsys.readouterr().out
+
+
+def test_interrupted_answer_still_prints_its_figures(
+    ctrl_c: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = [f"t{i} " for i in range(40)]
+    with FaultServer(plays.answer(OPENAI, tokens, delay_s=0.1)) as srv:
+        host = srv.url.split("://", 1)[1]
+        # Ctrl-C once a few tokens are out: SIGINT to this process, as a terminal sends it.
+        timer = threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            assert cli.main(["-m", f"openai:m@{host}", "hi"]) == 130
+        finally:
+            timer.cancel()
+    out, err = capsys.readouterr()
+    got = out.split()
+    assert 0 < len(got) < len(tokens) and got == [t.strip() for t in tokens[: len(got)]]
+    lines = err.strip().splitlines()
+    assert lines[-2] == "[interrupted]"
+    figures = lines[-1]
+    assert figures.startswith(f"[openai:m@{host} · ttft ") and "tok/s" in figures
+    # The server sent no usage for a cut answer: the count is of the chunks that came.
+    assert f" · {len(got)} chunks · interrupted]" in figures, figures
+
+
+@pytest.fixture
+def local_server() -> Iterator[str]:
+    """``local`` answered by a fault server that takes over a second to "start"."""
+    reg = registry()
+    old_factory, old_env = reg.local_server_factory, os.environ.pop(LOCAL_URL_ENV, None)
+    with FaultServer(plays.answer(LLAMACPP, ["fine"])) as srv:
+        started: list[float] = []
+
+        def factory() -> str:
+            if not started:
+                time.sleep(1.2)
+                started.append(time.monotonic())
+            return srv.url
+
+        reg.local_server_factory = factory
+        try:
+            yield srv.url
+        finally:
+            reg.local_server_factory = old_factory
+            if old_env is not None:
+                os.environ[LOCAL_URL_ENV] = old_env
+
+
+def test_local_server_start_is_shown(
+    local_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LLM_NB_SERVER", "prebuilt")
+    assert cli.main(["hi"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "fine\n"
+    lines = err.splitlines()
+    # Not a terminal (pytest's capture): a line before, and the time taken after, no redraws.
+    assert lines[0] == "llm_nb: starting the local server… (prebuilt llama.cpp)"
+    assert re.fullmatch(r"llm_nb: local server ready \(1\.\d s\)", lines[1]), lines
+    assert "\r" not in err and "\x1b" not in err
+    assert lines[2].startswith("[llamacpp:")
+
+
+def test_no_status_for_a_remote_model(capsys: pytest.CaptureFixture[str]) -> None:
+    with FaultServer(plays.answer(OPENAI, ["ok"])) as srv:
+        assert cli.main(["-m", f"openai:m@{srv.url.split('://', 1)[1]}", "hi"]) == 0
+    assert "starting" not in capsys.readouterr().err
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_status_on_a_terminal_counts_seconds_and_clears() -> None:
+    term = FakeTerminal()
+    with cli.Status("starting the local server…", "local server ready", term) as status:
+        status.line("model: fetching\x1b]0;title\x07 50%")  # the work's own progress
+        time.sleep(1.6)
+    text = term.getvalue()
+    assert text.startswith("\r\x1b[Kllm_nb: starting the local server…")
+    assert "\r\x1b[Kmodel: fetching 50%\n" in text  # its own line, escape sequences gone
+    assert "llm_nb: starting the local server… 1 s" in text  # the elapsed seconds, redrawn
+    # Cleared when done, then one line with the time taken.
+    assert re.search(r"\r\x1b\[Kllm_nb: local server ready \(1\.\d s\)\n$", text), repr(text)
+
+
+def test_status_on_a_terminal_keeps_its_line_when_the_wait_fails() -> None:
+    term = FakeTerminal()
+    with pytest.raises(KeyboardInterrupt), cli.Status("starting…", "ready", term):
+        raise KeyboardInterrupt
+    assert term.getvalue() == "\r\x1b[Kllm_nb: starting…\n"
