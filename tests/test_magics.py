@@ -582,3 +582,15 @@ def test_llm_stats(shell: InteractiveShell, model: str) -> None:
     assert len(mine) >= 1 and mine["n_ok"].sum() >= 1 and mine["ttft_s_p50"].notna().all()
     with pytest.raises(UsageError):
         shell.run_line_magic("llm_stats", "-x")
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "run-1 --help"])
+def test_llm_stats_help_explains_each_option(
+    shell: InteractiveShell, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert shell.run_line_magic("llm_stats", flag) is None  # help, not a frame
+    out = capsys.readouterr().out
+    assert out.startswith("usage: %llm_stats [RUN_ID] [--summary]\n")
+    for word in ("RUN_ID", "--summary", "n_cancelled", "METRICS.md", "llm_nb.summary()"):
+        assert word in out
+    assert len(out.splitlines()) > 10  # a help text, not a bare usage line

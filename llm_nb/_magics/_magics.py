@@ -38,6 +38,23 @@ _MODELS_USAGE = (
     "%llm_models [refresh | load MODEL_ID | unload MODEL_ID | pull MODEL_ID | delete MODEL_ID]"
 )
 _STATS_USAGE = "%llm_stats [RUN_ID] [--summary]"
+_STATS_HELP = f"""usage: {_STATS_USAGE}
+
+The figures of every call recorded in this session, one row per call, as a DataFrame.
+
+positional arguments:
+  RUN_ID      only this run's calls: a `with llm_nb.run(...)` block, one %%llm cell
+              with several models, or an evaluation
+
+options:
+  --summary   one row per model instead: n_ok, n_error, n_cancelled (calls stopped by
+              the user, not errors), error_rate; mean, p50, p90, p95, p99 and max of
+              ttft_s, tpot_s, e2e_s and output_tps; throughput; host and server facts
+  -h, --help  show this help
+
+The columns are defined in docs/METRICS.md. The same frames come from llm_nb.stats()
+and llm_nb.summary(); llm_nb.history() holds every call ever recorded on this machine,
+and llm_nb.export(frame, "calls.csv") writes one to a file."""
 #: The stats table under side-by-side answers.
 _STATS_COLUMNS = [
     "provider", "host", "model", "status", "ttft_s", "output_tps", "completion_tokens",
@@ -248,13 +265,17 @@ class LLMMagics(Magics):
         return None
 
     @line_magic
-    def llm_stats(self, line: str) -> pd.DataFrame:
+    def llm_stats(self, line: str) -> pd.DataFrame | None:
         """%llm_stats [RUN_ID] [--summary]
 
         Every call recorded in this session, one row each (the METRICS.md columns), or one
         run's calls; ``--summary`` gives one row per model with means and percentiles.
+        ``%llm_stats --help`` says more.
         """
         words = line.split()
+        if "-h" in words or "--help" in words:
+            print(_STATS_HELP)
+            return None
         summary = "--summary" in words
         rest = [w for w in words if w != "--summary"]
         if len(rest) > 1 or any(w.startswith("-") for w in rest):
