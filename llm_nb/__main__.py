@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.flush()
     except KeyboardInterrupt:
         sys.stdout.write(answer.flush())
-        print("\n[interrupted]", file=sys.stderr)
+        newline = "\n" if stream is not None and stream.text else ""
+        print(f"{newline}[interrupted]", file=sys.stderr)
         if stream is not None:
             stream.close()  # records the call as cancelled, with what had arrived
             if stream.response.trace.t_send_ns is not None:

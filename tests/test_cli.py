@@ -127,3 +127,18 @@ def test_status_on_a_terminal_keeps_its_line_when_the_wait_fails() -> None:
     with pytest.raises(KeyboardInterrupt), cli.Status("starting…", "ready", term):
         raise KeyboardInterrupt
     assert term.getvalue() == "\r\x1b[Kllm_nb: starting…\n"
+
+
+def test_interrupt_while_the_local_server_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def factory() -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv(LOCAL_URL_ENV, raising=False)
+    monkeypatch.setattr(registry(), "local_server_factory", factory)
+    assert cli.main(["hi"]) == 130
+    out, err = capsys.readouterr()
+    assert out == ""
+    # No answer began, so no figures and no blank line; no "ready" line either.
+    assert err.splitlines()[1:] == ["[interrupted]"], err
