@@ -29,7 +29,7 @@ from .._errors import (
     LLMError,
     QuotaExceededError,
 )
-from .pool import use_lean_pool
+from .transport import RenewingTransport
 
 # 501 Not Implemented is permanent (llama-server without --embeddings answers it), so unlike
 # openai-python we do not retry it.
@@ -152,17 +152,19 @@ def make_client(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     if transport is None:
-        # Nagle's algorithm can hold small request writes back by tens of milliseconds,
-        # which would show up as fake time-to-first-token.
-        transport = httpx.AsyncHTTPTransport(
-            retries=0,
-            limits=httpx.Limits(
-                max_connections=config.max_connections,
-                max_keepalive_connections=min(64, config.max_connections),
-            ),
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=min(64, config.max_connections),
         )
-        use_lean_pool(transport)
+        transport = RenewingTransport(
+            lambda: httpx.AsyncHTTPTransport(
+                retries=0,
+                limits=limits,
+                # Nagle's algorithm can hold small request writes back by tens of
+                # milliseconds, which would show up as fake time-to-first-token.
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            )
+        )
     return httpx.AsyncClient(
         base_url=base_url,
         headers=headers,
