@@ -8,6 +8,7 @@ from typing import Any
 
 import ipywidgets as w  # type: ignore[import-untyped]
 
+from .._compat import widget_bundle
 from .._errors import LLMError
 from .._magics._display import ipython_display
 from .._magics._render import Bundle, answer_bundle, waiting_bundle
@@ -82,5 +83,5 @@ class Panel(w.VBox):  # type: ignore[misc]
         self.saved = SavedOutput()
 
     def _ipython_display_(self) -> None:
-        ipython_display()(self._repr_mimebundle_(), raw=True)
+        ipython_display()(widget_bundle(self), raw=True)
         self.saved.show()

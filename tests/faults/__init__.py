@@ -45,7 +45,10 @@ def client_sockets(port: int) -> list[str]:
     ``"laddr->raddr STATUS"``. A socket that is still here after a call is a leak: a closed
     response would have released it (TIME_WAIT sockets belong to no process)."""
     out = []
-    for c in psutil.Process().net_connections(kind="tcp"):
+    proc = psutil.Process()
+    # net_connections() is psutil >= 6.0, which deprecates connections(); 5.9 has only that.
+    listed = proc.net_connections if hasattr(proc, "net_connections") else proc.connections
+    for c in listed(kind="tcp"):
         if c.raddr and c.raddr.port == port:
             out.append(f"{c.laddr.ip}:{c.laddr.port}->{c.raddr.ip}:{c.raddr.port} {c.status}")
     return out
