@@ -86,8 +86,11 @@ class Kernel:
             if interrupt_when is not None and not interrupted and interrupt_when(cell):
                 self.km.interrupt_kernel()
                 interrupted = True
-        cell.reply = self.kc.get_shell_msg(timeout=10)["content"]
-        return cell
+        while True:  # the reply to this cell (one to an earlier request may come first)
+            reply = self.kc.get_shell_msg(timeout=10)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                cell.reply = reply["content"]
+                return cell
 
     def ok(self, code: str) -> Cell:
         cell = self.run(code)
@@ -107,10 +110,18 @@ def server() -> Iterator[FaultServer]:
 
 @pytest.fixture(scope="module")
 def kernel(server: FaultServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
-    with started_kernel(tmp_path_factory, "llm_nb notebook stack") as (km, kc):
-        k = Kernel(km, kc)
-        k.ok("%load_ext llm_nb")
-        yield k
+    # jupyter_client 7 (Colab's) runs its blocking calls on this thread's current event loop,
+    # creating one and leaving it open if there is none: give it one, closed afterwards.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        with started_kernel(tmp_path_factory, "llm_nb notebook stack") as (km, kc):
+            k = Kernel(km, kc)
+            k.ok("%load_ext llm_nb")
+            yield k
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 @pytest.fixture(scope="module")

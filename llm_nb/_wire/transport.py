@@ -89,12 +89,18 @@ class RenewingTransport(httpx.AsyncBaseTransport):
         generation.active += 1
         try:
             response = await generation.transport.handle_async_request(request)
-        except asyncio.CancelledError:
-            self._retire(generation)
+        except BaseException as exc:
+            task = asyncio.current_task()
+            cancelled = isinstance(exc, asyncio.CancelledError) or bool(
+                task is not None and task.cancelling()
+            )
+            if cancelled:
+                self._retire(generation)
             await _settle(self._release(generation))
-            raise
-        except BaseException:
-            await _settle(self._release(generation))
+            if cancelled and not isinstance(exc, asyncio.CancelledError):
+                # Some anyio releases (4.14, Colab's) turn a connect cancelled at the wrong
+                # moment into ValueError; the caller asked for a cancellation, and gets one.
+                raise asyncio.CancelledError() from exc
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _TrackedStream(response.stream, partial(self._closed_one, generation))

@@ -1,0 +1,41 @@
+"""The declared dependency ranges and the constraints CI tests them with stay in step:
+constraints/lowest.txt pins every runtime dependency to its declared minimum, and Colab's
+pins (constraints/colab.txt) are inside every declared range."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pins(path: Path) -> dict[str, Version]:
+    lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+    pairs = [line.split("==") for line in lines if line]
+    return {canonicalize_name(name): Version(version) for name, version in pairs}
+
+
+def requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [Requirement(spec) for spec in project["dependencies"]]
+
+
+def test_lowest_constraints_are_the_declared_minimums() -> None:
+    lowest = pins(ROOT / "constraints" / "lowest.txt")
+    minimums = {}
+    for req in requirements():
+        (low,) = [s.version for s in req.specifier if s.operator == ">="]
+        minimums[canonicalize_name(req.name)] = Version(low)
+    assert lowest == minimums
+
+
+def test_colabs_pins_are_inside_the_declared_ranges() -> None:
+    colab = pins(ROOT / "constraints" / "colab.txt")
+    for req in requirements():
+        have = colab[canonicalize_name(req.name)]
+        assert req.specifier.contains(have), f"Colab has {req.name} {have}, we need {req}"
