@@ -1,0 +1,192 @@
+"""The quick start in Notebook 7 (``jupyter notebook``), in headless Chromium, as a user would.
+
+Same set-up as tests/test_browser.py (a throwaway server on 127.0.0.1, this checkout's llm_nb
+in its kernels, ``local`` the session's llama-server), but the server is Notebook 7 and pages
+open in its single-document UI at ``/notebooks/<path>``:
+
+1. notebooks/01-quickstart.ipynb runs with Run > Run All Cells, every cell without an error
+   and every ``%%llm`` answer filled;
+2. in tests/browser/quickstart_ui.ipynb a ``%%llm`` cell streams: while the kernel is busy the
+   output already holds part of the answer, a prefix of the final one;
+3. the chat panel works there: Send streams an answer into it, Stop ends it mid-way.
+
+Screenshots go to test-artifacts/browser/ with the prefix ``nb7-``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_nb._embedded.server import LlamaServer, free_port
+from tests.browser.lab import JupyterLab
+from tests.browser.page import DONE_PROMPT, Browser, Notebook, require_browser
+
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(480)]
+
+REPO = Path(__file__).resolve().parents[1]
+UI_NOTEBOOK = REPO / "tests" / "browser" / "quickstart_ui.ipynb"
+QUICKSTART = REPO / "notebooks" / "01-quickstart.ipynb"
+NOTEBOOK_HOST = "127.0.0.1:8080"
+SHOTS = REPO / "test-artifacts" / "browser"
+LLM_CELL_S = 180
+
+
+class Notebook7(JupyterLab):
+    """``jupyter notebook`` (Notebook 7) with JupyterLab's throwaway set-up (see lab.py)."""
+
+    def notebook_url(self, path: str) -> str:
+        return f"{self.url}/notebooks/{path}?token={self.token}"
+
+    def start(self, timeout: float = 60.0) -> Notebook7:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self._write_config()
+        with self.log_path.open("wb") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "notebook", "--no-browser"],
+                cwd=self.root,
+                env=self._environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready(timeout)
+        return self
+
+    def kernel_states(self) -> list[str]:
+        request = urllib.request.Request(
+            f"{self.url}/api/kernels", headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return [k["execution_state"] for k in json.load(resp)]
+
+
+@pytest.fixture(scope="module")
+def browser(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    home = tmp_path_factory.mktemp("notebook7")
+    root = home / "root"
+    root.mkdir()
+    host = llama_server.url.split("://", 1)[1]
+    for source in (UI_NOTEBOOK, QUICKSTART):
+        nb = json.loads(source.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                code = "".join(cell["source"]).replace(NOTEBOOK_HOST, host)
+                cell["source"] = code.splitlines(keepends=True)
+                cell["outputs"], cell["execution_count"] = [], None
+        (root / source.name).write_text(json.dumps(nb, indent=1))
+    env: dict[str, str | None] = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "LLM_NB_LOCAL_URL": llama_server.url,
+        "LLAMA_CPP_URL": None,
+        "LLAMA_SERVER_URL": None,
+        "OPENAI_API_KEY": None,
+        "OPENAI_BASE_URL": None,
+        "OLLAMA_HOST": None,
+    }
+    session = Browser(root, home, env)
+    session.lab = Notebook7(root, home / "jupyter", env)
+    yield session
+    session.close()
+
+
+@contextmanager
+def opened(browser: Any, notebook: Path, prefix: str) -> Iterator[Notebook]:
+    """``notebook`` open in Notebook 7 in a new Chromium, its kernel started and idle."""
+    require_browser()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with browser.tab() as page:
+        nb = Notebook(page, browser.root / notebook.name, SHOTS, prefix)
+        try:
+            page.goto(browser.lab.notebook_url(notebook.name), timeout=120_000)
+            cells = page.locator(".jp-Notebook .jp-Cell")
+            cells.first.wait_for(timeout=120_000)
+            deadline = time.monotonic() + 120
+            while browser.lab.kernel_states() != ["idle"]:
+                assert time.monotonic() < deadline, browser.lab.kernel_states()
+                time.sleep(0.2)
+            assert cells.count() == len(nb.cells)
+            # Notebook 7.6 with JupyterLab 4.6 logs one error of its own on opening any
+            # notebook ("reading 'schema'"), before a cell has run: only later ones count.
+            page.wait_for_timeout(2000)
+            at_open = set(nb.console_errors())
+            nb.shot("01-open")
+            yield nb
+            errors = [e for e in nb.console_errors() if e not in at_open]
+            assert not errors, f"errors in the browser console: {errors}"
+        except BaseException:
+            nb.save_failure(browser.lab.log_tail(400))
+            raise
+        finally:
+            nb.save_logs()
+
+
+def test_quickstart_runs_in_notebook7(browser: Any) -> None:
+    with opened(browser, QUICKSTART, "nb7-quickstart") as nb:
+        nb.menu("Run", "Run All Cells")
+        code = [i for i, c in enumerate(nb.cells) if c["cell_type"] == "code"]
+        for i in code:
+            nb.wait_done(i, LLM_CELL_S * 1000)
+        llm_cells = [i for i in code if "".join(nb.cells[i]["source"]).startswith("%%llm")]
+        assert llm_cells, "the quick start has no %%llm cell"
+        for i in llm_cells:
+            text = nb.outputs(i).first.inner_text().strip()
+            assert text and text != "…", f"cell {i}: no answer shown"
+            nb.shot(f"02-cell-{i:02d}", nb.cell(i))
+
+
+def test_streaming_is_visible_and_a_panel_works_in_notebook7(browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    with opened(browser, UI_NOTEBOOK, "nb7-ui") as nb:
+        nb.run_done(nb.index("%load_ext llm_nb"))
+        stream = nb.index("-o ans")
+        nb.run(stream)
+        partials: list[str] = []
+        deadline = time.monotonic() + LLM_CELL_S
+        while not DONE_PROMPT.match((snap := nb.snapshot(stream))["prompt"]):
+            assert time.monotonic() < deadline, "the %%llm cell did not finish"
+            text = snap["text"].strip()
+            if "*" in snap["prompt"] and text and text != "…":
+                if not partials:
+                    nb.shot("02-streaming", nb.cell(stream))
+                partials.append(text)
+            time.sleep(0.05)
+        nb.wait_done(stream)
+        final = nb.outputs(stream).first.inner_text().strip()
+        assert partials, "nothing was shown while the cell was busy"
+        assert all(final.startswith(p.rstrip("…").strip()) for p in partials)
+        assert len(partials[0]) < len(final)
+        nb.shot("03-streamed", nb.cell(stream))
+
+        chat_index = nb.index("chat = llm_nb.chat_panel(")
+        nb.run_done(chat_index)
+        chat = nb.cell(chat_index).locator(".llm-nb-chat")
+        expect(chat).to_be_visible()
+        chat.locator(".llm-nb-chat-prompt textarea").fill("Tell me a long story about the sea.")
+        chat.locator("button.llm-nb-chat-send").click()
+        answer = chat.locator(".llm-nb-chat-answer").last
+        deadline = time.monotonic() + LLM_CELL_S
+        while len(answer.inner_text().strip()) < 40:
+            assert time.monotonic() < deadline, "the chat answer did not stream"
+            time.sleep(0.05)
+        nb.shot("04-chat-streaming", chat)
+        chat.locator("button.llm-nb-chat-stop").click()
+        expect(answer).to_contain_text("[stopped]", timeout=15_000)
+        expect(chat.locator("button.llm-nb-chat-send")).to_be_enabled()
+        turn = nb.printed_json(nb.index("turn = chat.turns[-1]"))
+        assert turn["interrupted"] is True and 0 < turn["tokens"] < 400, turn
+        assert turn["text"].split()[:3] == answer.inner_text().split()[:3], turn
+        nb.shot("05-chat-stopped", chat)
