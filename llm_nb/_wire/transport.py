@@ -51,9 +51,9 @@ class _TrackedStream(httpx.AsyncByteStream):
         self._stream = stream
         self._done: Callable[[bool], _Closing] | None = done
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # The body's own iterator, not a generator around it: no extra step per chunk.
+        return self._stream.__aiter__()
 
     async def aclose(self) -> None:
         cancelled = True
