@@ -36,6 +36,10 @@ def test_lowest_constraints_are_the_declared_minimums() -> None:
 
 def test_colabs_pins_are_inside_the_declared_ranges() -> None:
     colab = pins(ROOT / "constraints" / "colab.txt")
+    checked = []
     for req in requirements():
-        have = colab[canonicalize_name(req.name)]
-        assert req.specifier.contains(have), f"Colab has {req.name} {have}, we need {req}"
+        have = colab.get(canonicalize_name(req.name))
+        if have is not None:  # a package Colab does not have is simply added
+            assert req.specifier.contains(have), f"Colab has {req.name} {have}, we need {req}"
+            checked.append(canonicalize_name(req.name))
+    assert {"ipython", "ipywidgets", "traitlets", "pandas", "httpx"} <= set(checked)
