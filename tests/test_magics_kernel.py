@@ -111,10 +111,11 @@ def test_long_answer_costs_a_bounded_number_of_updates(kernel: Kernel, model: st
         " 'span': (r.trace.token_times_ns[-1] - r.trace.token_times_ns[0]) / 1e9}"
     )
     assert r["status"] == "ok" and r["n"] == 120
-    # Live updates do happen while the tokens stream: at least half of what 0.1 s allows (or
-    # of the tokens, when they come slower than that).
-    allowed = min(r["span"] / 0.1, r["n"] - 1)
-    assert len(updates) - 1 >= allowed / 2, (len(updates), allowed)
+    # Live updates do happen while the tokens stream: at least one a second (the display also
+    # skips frames while rendering them would take over a quarter of the time, and a loaded
+    # machine renders slowly, so the throttle's ten a second is an upper bound only).
+    wanted = min(r["span"], r["n"] - 1)
+    assert len(updates) - 1 >= wanted, (len(updates), r["span"])
     final = updates[-1]["content"]["data"]
     assert final == {"text/html": markdown_html(r["text"]), "text/plain": r["text"]}
     print(f"\n120 tokens in {duration:.2f} s -> {len(updates)} updates")
