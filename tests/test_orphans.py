@@ -9,6 +9,7 @@ native binary (behind its watchdog, router children included).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -297,3 +298,95 @@ def test_server_answers_while_its_owner_lives(server_kind: str, owner_env: dict[
         assert resp.status == 200
     _kill(owner)
     _assert_gone(pids, f"{server_kind} server")
+
+
+def test_a_forked_child_does_not_keep_the_server_of_a_sigkilled_owner() -> None:
+    """A child forked from the owner (a multiprocessing 'fork' worker) inherits the owner's
+    memory; it must not inherit the lifeline too, or the server outlives the owner as long as
+    that child runs."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", _FORKING_OWNER],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_server_env("prebuilt", None),
+    )
+    assert owner.stdout is not None
+    server, forked = json.loads(owner.stdout.readline())
+    try:
+        assert _alive(server) and _alive(forked)
+        owner.kill()
+        owner.wait(10)
+        _assert_gone([server], "lifeline child while a forked child of its owner runs")
+        assert _alive(forked), "the forked child should still be running"
+    finally:
+        owner.stdout.close()
+        for pid in (server, forked):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+_FORKING_OWNER = textwrap.dedent(
+    """
+    import json, os, subprocess, sys, time
+    from llm_nb._embedded.lifetime import exit_when_owner_dies, spawn_owned
+    child = ("import time; from llm_nb._embedded.lifetime import exit_when_owner_dies; "
+             "exit_when_owner_dies(); time.sleep(120)")
+    p = spawn_owned([sys.executable, "-c", child], stdout=subprocess.DEVNULL)
+    forked = os.fork()
+    if forked == 0:
+        time.sleep(120)
+        os._exit(0)
+    print(json.dumps([p.pid, forked]), flush=True)
+    time.sleep(120)
+    """
+)
+
+_FAKE_SERVER = """\
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+def test_a_forked_child_exiting_normally_leaves_its_parents_server_running(
+    tmp_path: Path,
+) -> None:
+    """A forked child inherits the exit handler that stops llm_nb's servers; when it exits
+    normally, the servers its parent started must keep running (they are not the child's)."""
+    fake = tmp_path / "fake-llama-server"
+    fake.write_text(f"#!{sys.executable}\n{_FAKE_SERVER}")
+    fake.chmod(0o755)
+    script = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from pathlib import Path
+        from llm_nb._embedded import LlamaServer
+        s = LlamaServer(Path({str(fake)!r}), model=Path(os.devnull)).start(timeout=60)
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # runs the exit handlers it inherited
+        os.waitpid(pid, 0)
+        time.sleep(0.5)
+        print("alive" if s.is_running() else "killed", flush=True)
+        s.stop()
+        print("stopped" if not s.is_running() else "running", flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=_server_env("prebuilt", None),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["alive", "stopped"]

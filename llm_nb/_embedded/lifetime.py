@@ -11,6 +11,10 @@ Two operating-system mechanisms, neither of which needs the owner to run any cod
   that forked the child exits, not the process, so it is only set by a single-threaded parent
   on a child it forks from its main thread: the watchdog in front of a native llama-server.
 
+A child forked from the owner (``os.fork``, a multiprocessing ``fork`` worker) would inherit
+the write end of every lifeline and keep those children alive after the owner died; an at-fork
+hook closes the inherited ends in such a child.
+
 Nothing runs at import time; only the standard library is used.
 """
 
@@ -22,12 +26,27 @@ import signal
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
 __all__ = ["exit_when_owner_dies", "parent_death_signal", "spawn_owned", "watched"]
 
 _PR_SET_PDEATHSIG = 1
+
+# Children started by spawn_owned, whose lifeline (their stdin) this process holds.
+_OWNED: weakref.WeakSet[subprocess.Popen[bytes]] = weakref.WeakSet()
+_AT_FORK_REGISTERED = False
+
+
+def _drop_lifelines_in_forked_child() -> None:
+    """After os.fork, in the child: close its copies of the lifelines, so that only the owner
+    keeps its children alive. The child runs one thread here, so no lock is taken."""
+    for proc in list(_OWNED):
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+    _OWNED.clear()
 
 
 def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
@@ -62,7 +81,11 @@ def spawn_owned(
     The child gets its own session, so a Ctrl-C in the terminal or kernel does not reach it
     mid-request and the owner can signal its whole process group.
     """
-    return subprocess.Popen(
+    global _AT_FORK_REGISTERED
+    if not _AT_FORK_REGISTERED and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_drop_lifelines_in_forked_child)
+        _AT_FORK_REGISTERED = True
+    proc = subprocess.Popen(
         list(argv),
         stdin=subprocess.PIPE,  # the lifeline: never written, closed by the kernel at our death
         stdout=stdout,
@@ -71,6 +94,8 @@ def spawn_owned(
         close_fds=True,
         start_new_session=True,
     )
+    _OWNED.add(proc)
+    return proc
 
 
 def watched(argv: Sequence[str]) -> list[str]:

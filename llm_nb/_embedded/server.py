@@ -68,6 +68,8 @@ _ATEXIT_REGISTERED = False
 
 
 def _stop_all() -> None:
+    """At exit, stop the servers this process started. A forked child inherits this handler
+    and a copy of _LIVE, but the servers are not its own: it must leave them running."""
     with _LIVE_LOCK:
         servers = list(_LIVE)
     for server in servers:
@@ -93,11 +95,20 @@ def running_pids() -> list[int]:
     return pids
 
 
+def _forget_live_in_forked_child() -> None:
+    # a fresh lock too: another thread of the parent may have held it at the fork
+    global _LIVE_LOCK
+    _LIVE_LOCK = threading.Lock()
+    _LIVE.clear()
+
+
 def _register(server: LlamaServer) -> None:
     global _ATEXIT_REGISTERED
     with _LIVE_LOCK:
         if not _ATEXIT_REGISTERED:
             atexit.register(_stop_all)
+            if hasattr(os, "register_at_fork"):
+                os.register_at_fork(after_in_child=_forget_live_in_forked_child)
             _ATEXIT_REGISTERED = True
         _LIVE.add(server)
 
@@ -174,6 +185,7 @@ class LlamaServer:
         self._log_path = Path(log_path) if log_path is not None else None
         self._log_file: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._owner_pid: int | None = None  # the process that started it; only it stops it
         self._lock = threading.RLock()
 
     # --- public attributes -------------------------------------------------------------------
@@ -294,6 +306,7 @@ class LlamaServer:
         except OSError as exc:
             self._cleanup()
             raise LlamaServerError(f"cannot run {self.program}: {exc.strerror or exc}") from exc
+        self._owner_pid = os.getpid()
         _register(self)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -328,8 +341,14 @@ class LlamaServer:
             delay = min(delay * 1.5, 0.5)
 
     def stop(self) -> None:
-        """SIGTERM the server's process group, SIGKILL after 10 s. Safe to call repeatedly."""
+        """SIGTERM the server's process group, SIGKILL after 10 s. Safe to call repeatedly.
+
+        Does nothing in a process forked from the one that started the server: the server is
+        not its child (it cannot even tell whether it still runs) and belongs to its owner.
+        """
         with self._lock:
+            if self._owner_pid is not None and self._owner_pid != os.getpid():
+                return
             proc = self._process
             if proc is not None and proc.poll() is None:
                 self._signal_group(proc, signal.SIGTERM)
