@@ -56,6 +56,17 @@ def body(obj: Any) -> bytes:
         (500, {"error": {"message": "x", "type": "authentication_error"}}, AuthenticationError),
         (429, {"object": "error", "message": "Rate limit exceeded", "type": "rate_limited",
                "code": "1300"}, RateLimitError),
+        # ... and when only a generic class stands for the status
+        (529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+         ServiceUnavailableError),
+        (413, {"error": {"message": "Request too large for model `llama-3.3-70b-versatile` in "
+                         "organization `org_x` service tier `on_demand` on tokens per minute "
+                         "(TPM): Limit 12000, Requested 25000, please reduce your message size "
+                         "and try again.", "type": "tokens", "code": "rate_limit_exceeded"}},
+         RateLimitError),
+        (502, {"error": {"message": "upstream", "type": "service_unavailable"}},
+         ServiceUnavailableError),
+        (418, {"error": {"message": "x", "type": "invalid_request_error"}}, APIStatusError),
         # the status when nothing specific is said
         (401, {"error": {"message": "bad key", "type": "invalid_request_error"}},
          AuthenticationError),

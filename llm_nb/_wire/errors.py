@@ -242,13 +242,15 @@ def classify(status: int | None, error: ErrorBody) -> type[APIStatusError]:
     for code in error.codes:
         if code in _SPECIFIC:
             return _SPECIFIC[code]
-    if status is None or status < 400 or status == 500:
-        # No status, or the catch-all 500 (Ollama and llama-server answer every failure
-        # they did not foresee with it): the identifiers say more.
+    base = status_error_class(status) if status is not None else ServerError
+    if status is None or base in (ServerError, APIStatusError):
+        # No status, or one only a generic class stands for: the catch-all 500 (Ollama and
+        # llama-server answer every failure they did not foresee with it), Anthropic's 529
+        # overloaded, Groq's 413 for a request over the tokens-per-minute limit. The
+        # identifiers say more; a bad request is not inferred from them against the status.
         for code in error.codes:
             if code in _GENERAL and (status is None or _GENERAL[code] is not BadRequestError):
                 return _GENERAL[code]
-    base = status_error_class(status) if status is not None else ServerError
     message = error.message
     if status in _WORDING_STATUSES:
         if _CONTEXT_WORDING.search(message):
