@@ -216,11 +216,13 @@ _CONTEXT_WORDING = re.compile(
     r"|prompt is too long"
     r"|too large for model with"
     r"|reduce the length of the messages"
-    r"|tokens \+ `?max_new_tokens`? must be <=",
+    r"|tokens \+ `?max_new_tokens`? must be <="
+    r"|token count\b[^.]{0,40}?\bexceeds? the maximum number of tokens"
+    r"|maximum prompt length is \d+",
     re.I,
 )
 _MODEL_WORDING = re.compile(
-    r"\bmodel\b.{0,120}?\b(?:not found|does not exist|doesn't exist|not exist)"
+    r"\bmodels?\b.{0,120}?\b(?:not found|does not exist|doesn't exist|not exist)"
     r"|\b(?:unknown|invalid) model(?: name| id)?(?:\s*[:'\"`=(]| passed)"
     r"|is not a valid model"
     r"|unable to access model"
