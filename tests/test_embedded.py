@@ -687,3 +687,48 @@ def test_xllamacpp_is_required_only_where_it_has_a_wheel(
     env = {"sys_platform": platform, "platform_machine": machine, "platform_release": release}
     assert req.marker.evaluate(env) is installed
     assert any(s.operator == "<" for s in req.specifier), "no upper bound on xllamacpp"
+
+
+def test_the_local_server_needs_posix() -> None:
+    program.check_platform("posix")
+    with pytest.raises(program.UnsupportedPlatformError) as info:
+        program.check_platform("nt")
+    msg = str(info.value)
+    assert "\n" not in msg and "Linux or macOS" in msg and "LLM_NB_LOCAL_URL" in msg
+
+
+def test_local_on_windows_says_so_before_anything_starts(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    s = LlamaServer(native_program(tmp_path / "llama-server"), model=tmp_path / "m.gguf")
+    monkeypatch.setenv("LLM_NB_SERVER", "native")  # would build, were the check missing
+    raised = []
+    with monkeypatch.context() as windows:  # os.name back before pytest makes any path
+        windows.setattr(os, "name", "nt")
+        for step in (server_program, router_program, s.start):
+            try:
+                step()
+            except program.UnsupportedPlatformError as exc:
+                raised.append(str(exc))
+    assert len(raised) == 3 and all("LLM_NB_LOCAL_URL" in m for m in raised)
+    assert s.log_path is None and s.pid is None  # no log opened, no process started
+    assert not any(isolated_cache.rglob("*"))  # nothing built or fetched
+
+
+def test_the_server_modules_import_without_posix_only_names() -> None:
+    """Windows has no SIGKILL, killpg, getpgrp, fork or register_at_fork; importing llm_nb there
+    must work (``local`` then fails with one line, see above)."""
+    code = textwrap.dedent(
+        """
+        import os, signal
+        del signal.SIGKILL, os.killpg, os.getpgrp, os.register_at_fork, os.fork
+        import llm_nb, llm_nb._embedded
+        from llm_nb._embedded import build, lifetime, prebuilt, program, server, watchdog
+        print("imported")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "imported"

@@ -17,7 +17,7 @@ import sys
 
 from llm_nb._embedded.build import ensure_llama_server
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
-from llm_nb._embedded.program import native_program, server_program
+from llm_nb._embedded.program import check_platform, native_program, server_program
 from llm_nb._embedded.server import LlamaServer, default_options
 
 
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.port is not None and not args.serve:
         parser.error("--port only applies with --serve")
+    check_platform()
     program = native_program(ensure_llama_server()) if args.native else server_program()
     model = ensure_model()
     print(f"llama-server: {program.path if program.kind == 'native' else program}")

@@ -49,24 +49,28 @@ def _drop_lifelines_in_forked_child() -> None:
     _OWNED.clear()
 
 
-def parent_death_signal(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
-    """A ``preexec_fn`` asking Linux to send ``sig`` to the child when its parent thread exits.
+def parent_death_signal(sig: int | None = None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to send ``sig`` (SIGKILL unless given) to the child when
+    its parent thread exits.
 
     None where the platform has no such signal. Use it only from a single-threaded parent:
     ``preexec_fn`` is unsafe after other threads exist, and the signal follows the thread.
     """
     if not sys.platform.startswith("linux"):
         return None
+    if sig is None:
+        sig = signal.SIGKILL  # looked up here: Windows has no SIGKILL
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     parent = os.getpid()
+    signum = sig
 
     def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
         # the parent may have died between fork and prctl; then nobody sends the signal
         if os.getppid() != parent:
-            os.kill(os.getpid(), sig)
+            os.kill(os.getpid(), signum)
 
     return preexec
 

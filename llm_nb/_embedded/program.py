@@ -30,6 +30,8 @@ __all__ = [
     "SERVER_ENV",
     "RouterNeedsNativeError",
     "ServerProgram",
+    "UnsupportedPlatformError",
+    "check_platform",
     "installed_version",
     "native_program",
     "prebuilt_program",
@@ -60,6 +62,22 @@ def installed_version() -> str | None:
 
 class RouterNeedsNativeError(BuildError):
     """Router mode was asked for, and only the prebuilt server is at hand."""
+
+
+class UnsupportedPlatformError(BuildError):
+    """The local server cannot run on this operating system."""
+
+
+def check_platform(os_name: str | None = None) -> None:
+    """Raise one line unless this operating system can run a local server (``os.name`` unless
+    given). The server has to die with its owner, which takes POSIX pipes, sessions and
+    process groups (see ``lifetime``): Linux and macOS."""
+    name = os.name if os_name is None else os_name
+    if name != "posix":
+        raise UnsupportedPlatformError(
+            f"the local server needs Linux or macOS (os.name is {name!r}); point llm_nb at a "
+            "running llama-server with LLM_NB_LOCAL_URL=http://HOST:PORT"
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +160,7 @@ def _path_program(value: str) -> ServerProgram:
 
 def server_program(progress: Progress | None = None) -> ServerProgram:
     """The program ``LLM_NB_SERVER`` chooses; builds the native server first if asked to."""
+    check_platform()
     choice = _choice()
     if choice == "prebuilt":
         return prebuilt_program()
@@ -154,6 +173,7 @@ def router_program(progress: Progress | None = None) -> ServerProgram:
     """A native llama-server for router mode. With ``native`` chosen it is built if need be;
     with the default (``prebuilt``) one already built or on PATH is used, else a one-line error
     says how to get one, rather than starting a long build nobody asked for."""
+    check_platform()
     choice = _choice()
     if choice == "native":
         return native_program(ensure_llama_server(progress))

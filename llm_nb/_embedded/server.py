@@ -32,7 +32,13 @@ from typing import IO, Any, Self
 from llm_nb._embedded.cache import Progress
 from llm_nb._embedded.lifetime import spawn_owned
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
-from llm_nb._embedded.program import NATIVE_HINT, ServerProgram, native_program, server_program
+from llm_nb._embedded.program import (
+    NATIVE_HINT,
+    ServerProgram,
+    check_platform,
+    native_program,
+    server_program,
+)
 from llm_nb._errors import LLMError
 
 __all__ = [
@@ -263,6 +269,7 @@ class LlamaServer:
         Raises LlamaServerError (with the log tail) if the process exits or is not ready
         within timeout seconds. Calling start() on a running server is a no-op.
         """
+        check_platform()
         with self._lock:
             if self.is_running():
                 return self
