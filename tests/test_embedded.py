@@ -732,3 +732,52 @@ def test_the_server_modules_import_without_posix_only_names() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "imported"
+
+
+@pytest.mark.parametrize(
+    "extra", [["--ubatch", "8"], ["--api-key", "sk-not-shown", "--no-mmap"], ["-ub", "x"]]
+)
+def test_options_the_prebuilt_server_lacks_fail_before_it_starts(
+    tmp_path: Path, extra: list[str]
+) -> None:
+    with pytest.raises(InvalidOptionError) as info:
+        LlamaServer(prebuilt_program(), model=tmp_path / "m.gguf", extra_args=extra)
+    msg = str(info.value)
+    assert "\n" not in msg and "extra_args" in msg and "LLM_NB_SERVER=native" in msg
+    assert extra[0] in msg and "sk-not-shown" not in msg
+    # what it takes passes
+    LlamaServer(prebuilt_program(), model=tmp_path / "m.gguf", extra_args=["-ub", "8"])
+
+
+_RENAMED_FIELD = """
+import sys, types
+class CommonParams:
+    def __init__(self):
+        object.__setattr__(self, "model", types.SimpleNamespace(path=None))
+    def __setattr__(self, name, value):
+        if name == "n_parallel":  # as if a release renamed it
+            raise AttributeError(f"'CommonParams' object has no attribute {name!r}")
+        object.__setattr__(self, name, value)
+fake = types.ModuleType("xllamacpp")
+fake.CommonParams, fake.BUILD_INFO = CommonParams, "fake"
+fake.Server = lambda params: None
+sys.modules["xllamacpp"] = fake
+from llm_nb._embedded.prebuilt import main
+sys.exit(main(["-m", "x.gguf", "-np", "2"]))
+"""
+
+
+def test_prebuilt_with_a_renamed_xllamacpp_field_says_to_use_native() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _RENAMED_FIELD],
+        stdin=subprocess.PIPE,  # the lifeline: held open until it exits
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stderr is not None
+    with proc.stdin, proc.stderr:
+        stderr = proc.stderr.read()
+        assert proc.wait(60) == 1, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert "n_parallel" in last and "LLM_NB_SERVER=native" in last

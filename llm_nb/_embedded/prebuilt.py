@@ -8,10 +8,10 @@ kernel, so a crash in native code takes down only this process. Its log goes to 
 llama-server's does.
 
 An option it does not know ends it with one line saying to use the native build. It has no
-router mode (``--models-dir``), which needs the native build.
+router mode (``--models-dir``), which needs the native build. ``parse_options`` lets the owner
+check the options the same way before it starts anything.
 
-Nothing in llm_nb imports this module (it runs as ``python -m``); xllamacpp is imported only
-in ``main``.
+xllamacpp is imported only in ``main``, so the owner can import this module cheaply.
 """
 
 from __future__ import annotations
@@ -25,14 +25,35 @@ from pathlib import Path
 from .lifetime import exit_when_owner_dies
 from .program import NATIVE_HINT, installed_version
 
-__all__ = ["main"]
+__all__ = ["UnsupportedOptionError", "main", "parse_options"]
 
 _POOLING = ("none", "mean", "cls", "last", "rank")
 
 
+class UnsupportedOptionError(ValueError):
+    """An option the prebuilt server does not take (the message is one line, with the hint)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"prebuilt llama-server (xllamacpp): {message}; {NATIVE_HINT}\n")
+        raise UnsupportedOptionError(f"prebuilt llama-server (xllamacpp): {message}; {NATIVE_HINT}")
+
+
+def parse_options(options: list[str]) -> argparse.Namespace:
+    """The llama-server options as this server reads them; UnsupportedOptionError for one it
+    does not take or router mode. The owner calls it before starting the server."""
+    if "--models-dir" in options or "--models-preset" in options:
+        raise UnsupportedOptionError(
+            f"prebuilt llama-server (xllamacpp) has no router mode; {NATIVE_HINT}"
+        )
+    args, unknown = _parser().parse_known_args(options)
+    if unknown:
+        # only the option names: a value may be a secret the user passed to the native server
+        names = [u for u in unknown if u.startswith("-")] or ["arguments without an option"]
+        raise UnsupportedOptionError(
+            f"prebuilt llama-server (xllamacpp) does not take {', '.join(names)}; {NATIVE_HINT}"
+        )
+    return args
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,12 +146,11 @@ def _params(args: argparse.Namespace) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
-    if "--models-dir" in args_list or "--models-preset" in args_list:
-        print(
-            f"prebuilt llama-server (xllamacpp) has no router mode; {NATIVE_HINT}", file=sys.stderr
-        )
+    try:
+        args = parse_options(args_list)
+    except UnsupportedOptionError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    args = _parser().parse_args(args_list)
     # watch the lifeline before loading anything: an owner that dies mid-load ends us too
     exit_when_owner_dies()
     try:
@@ -146,6 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         server = xllamacpp.Server(_params(args))
+    except AttributeError as exc:
+        # a parameter field llm_nb sets was renamed or removed in this xllamacpp release
+        print(
+            f"prebuilt llama-server: xllamacpp {installed_version()} lacks a parameter llm_nb "
+            f"sets ({exc}); {NATIVE_HINT}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"prebuilt llama-server failed to start: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -39,7 +39,7 @@ from llm_nb._embedded.program import (
     native_program,
     server_program,
 )
-from llm_nb._errors import LLMError
+from llm_nb._errors import InvalidOptionError, LLMError
 
 __all__ = [
     "LlamaServer",
@@ -190,6 +190,8 @@ class LlamaServer:
         self._extra_env = dict(env or {})
         self._log_path = Path(log_path) if log_path is not None else None
         self._log_file: IO[bytes] | None = None
+        if self.program.kind == "prebuilt":
+            self._check_prebuilt_options()
         self._process: subprocess.Popen[bytes] | None = None
         self._owner_pid: int | None = None  # the process that started it; only it stops it
         self._lock = threading.RLock()
@@ -254,6 +256,15 @@ class LlamaServer:
         ]  # fmt: skip
         cmd += self.extra_args
         return cmd
+
+    def _check_prebuilt_options(self) -> None:
+        """Options the prebuilt server lacks fail here, in one line, not in the child."""
+        from llm_nb._embedded.prebuilt import UnsupportedOptionError, parse_options
+
+        try:
+            parse_options(self._options())
+        except UnsupportedOptionError as exc:
+            raise InvalidOptionError(f"extra_args: {exc}") from None
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVER_ENV_PREFIXES)}
