@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -781,3 +782,49 @@ def test_prebuilt_with_a_renamed_xllamacpp_field_says_to_use_native() -> None:
         assert proc.wait(60) == 1, stderr
     last = stderr.strip().splitlines()[-1]
     assert "n_parallel" in last and "LLM_NB_SERVER=native" in last
+
+
+_HEALTHY_FAKE_SERVER = """\
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+def test_stop_kills_the_group_before_reaping_its_leader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the leader is reaped its pid, the group's id, may be reused by an unrelated
+    process; the final SIGKILL to the group must come while the leader is still unreaped."""
+    fake = tmp_path / "llama-server"
+    fake.write_text(f"#!{sys.executable}\n{_HEALTHY_FAKE_SERVER}")
+    fake.chmod(0o755)
+    s = LlamaServer(native_program(fake), model=tmp_path / "m.gguf").start(timeout=60)
+    leader = s.pid
+    assert leader is not None
+    sent: list[tuple[int, bool]] = []
+    killpg = os.killpg
+
+    def recording_killpg(pgid: int, sig: int) -> None:
+        if pgid == leader:
+            try:
+                os.waitid(os.P_PID, leader, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                reaped = False
+            except ChildProcessError:
+                reaped = True
+            sent.append((sig, reaped))
+        killpg(pgid, sig)
+
+    monkeypatch.setattr(os, "killpg", recording_killpg)
+    s.stop()
+    monkeypatch.undo()
+    assert [sig for sig, _ in sent] == [signal.SIGTERM, signal.SIGKILL]
+    assert not any(reaped for _, reaped in sent), sent
+    assert not s.is_running()

@@ -26,11 +26,19 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
-__all__ = ["exit_when_owner_dies", "parent_death_signal", "spawn_owned", "watched"]
+__all__ = [
+    "exit_when_owner_dies",
+    "exited_unreaped",
+    "parent_death_signal",
+    "spawn_owned",
+    "term_then_kill",
+    "watched",
+]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -125,3 +133,24 @@ def exit_when_owner_dies(on_exit: Callable[[], None] | None = None, code: int = 
         os._exit(code)
 
     threading.Thread(target=watch, name="llm_nb-owner-watch", daemon=True).start()
+
+
+def term_then_kill(
+    send: Callable[[signal.Signals], None], exited: Callable[[], bool], grace_s: float
+) -> None:
+    """Stop a process group: ``send`` SIGTERM, wait until ``exited()`` or ``grace_s`` seconds,
+    then ``send`` SIGKILL for whatever is left (router children, a server that ignored TERM)."""
+    send(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while not exited() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    send(signal.SIGKILL)
+
+
+def exited_unreaped(pid: int) -> bool:
+    """Whether child pid has exited, without reaping it. An unreaped leader keeps its process
+    group id from being reused, so the group can still be signalled safely."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True  # reaped already

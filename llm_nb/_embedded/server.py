@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 from llm_nb._embedded.cache import Progress
-from llm_nb._embedded.lifetime import spawn_owned
+from llm_nb._embedded.lifetime import exited_unreaped, spawn_owned, term_then_kill
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
 from llm_nb._embedded.program import (
     NATIVE_HINT,
@@ -368,20 +368,21 @@ class LlamaServer:
             if self._owner_pid is not None and self._owner_pid != os.getpid():
                 return
             proc = self._process
-            if proc is not None and proc.poll() is None:
-                self._signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=_STOP_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    self._signal_group(proc, signal.SIGKILL)
-                    proc.wait()
-            if proc is not None:
-                # router children share the group; make sure none is left behind
-                self._signal_group(proc, signal.SIGKILL)
+            if proc is not None and proc.returncode is None:
+                # The group (router children included) gets its SIGKILL while the leader is
+                # still unreaped: once reaped, its pid, the group's id, may be reused.
+                term_then_kill(
+                    lambda sig: self._signal_group(proc, sig),
+                    lambda: exited_unreaped(proc.pid),
+                    _STOP_GRACE_S,
+                )
+                proc.wait()
             self._cleanup()
 
     @staticmethod
     def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        if proc.returncode is not None:
+            return  # reaped: the group id may belong to someone else now
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, sig)
 

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 
-from .lifetime import exit_when_owner_dies, parent_death_signal
+from .lifetime import exit_when_owner_dies, parent_death_signal, term_then_kill
 
 _STOP_GRACE_S = 5.0
 
@@ -54,10 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                 os.kill(proc.pid, sig)
 
     def stop_all() -> None:
-        signal_all(signal.SIGTERM)  # ignored by the wrapper itself
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(_STOP_GRACE_S)
-        signal_all(signal.SIGKILL)
+        # SIGTERM is ignored by the wrapper itself; the group's SIGKILL ends it too
+        term_then_kill(signal_all, lambda: proc.poll() is not None, _STOP_GRACE_S)
 
     exit_when_owner_dies(stop_all)
     rc = proc.wait()
