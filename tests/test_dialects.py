@@ -159,6 +159,8 @@ async def test_ollama_cut_before_done_is_a_protocol_error() -> None:
         ("tool_calls", "tool_calls"),
         ("content_filter", "content_filter"),
         ("SAFETY", "content_filter"),
+        ("model_context_window_exceeded", "length"),  # Anthropic, the context filled up
+        ("ERROR_TOXIC", "content_filter"),  # Cohere
         ("abort", None),  # no answer end: only the raw column says it
         ("error", None),
     ],

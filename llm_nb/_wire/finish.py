@@ -2,9 +2,10 @@
 ``content_filter``.
 
 Servers name the same ends differently: Together and TGI say ``eos`` / ``eos_token``, Mistral
-``model_length``, Anthropic-compatible servers ``end_turn`` / ``max_tokens`` / ``tool_use``,
-older OpenAI ``function_call``, Gemini ``SAFETY``, Cohere ``COMPLETE``, llama.cpp's native API
-``limit`` / ``word``. The record keeps the server's own value next to the normalized one.
+``model_length``, Anthropic-compatible servers ``end_turn`` / ``max_tokens`` / ``tool_use`` /
+``model_context_window_exceeded``, older OpenAI ``function_call``, Gemini ``SAFETY``, Cohere
+``COMPLETE`` / ``ERROR_TOXIC``, llama.cpp's native API ``limit`` / ``word``. The record keeps
+the server's own value next to the normalized one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ _NORMAL: dict[str, str] = {
     **dict.fromkeys(
         (
             "length", "max_tokens", "model_length", "max_length", "limit", "stopped_limit",
-            "max_output_tokens", "token_limit",
+            "max_output_tokens", "token_limit", "model_context_window_exceeded",
         ),
         "length",
     ),
@@ -36,6 +37,7 @@ _NORMAL: dict[str, str] = {
         (
             "content_filter", "content_filtered", "safety", "recitation", "blocklist",
             "prohibited_content", "spii", "refusal", "guardrail_intervened", "image_safety",
+            "error_toxic",
         ),
         "content_filter",
     ),
