@@ -828,3 +828,16 @@ def test_stop_kills_the_group_before_reaping_its_leader(
     assert [sig for sig, _ in sent] == [signal.SIGTERM, signal.SIGKILL]
     assert not any(reaped for _, reaped in sent), sent
     assert not s.is_running()
+
+
+def test_prebuilt_with_stdin_at_end_of_file_says_why_it_exits(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*prebuilt_program().argv(), "-m", str(tmp_path / "m.gguf")],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0
+    assert "stdin closed" in out.stderr.strip().splitlines()[-1], out.stderr

@@ -144,6 +144,16 @@ def _params(args: argparse.Namespace) -> object:
     return params
 
 
+def _say_owner_gone() -> None:
+    # run by hand with stdin at end-of-file (< /dev/null, a closed pipe), it would end silently
+    print(
+        "prebuilt llama-server: stdin closed, exiting (stdin is its owner's lifeline; "
+        "keep it open when running this by hand)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     try:
@@ -152,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     # watch the lifeline before loading anything: an owner that dies mid-load ends us too
-    exit_when_owner_dies()
+    exit_when_owner_dies(_say_owner_gone)
     try:
         import xllamacpp  # type: ignore[import-untyped, unused-ignore]
     except ImportError as exc:
