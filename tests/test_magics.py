@@ -374,11 +374,12 @@ def test_rich_view_is_throttled_and_ends_with_the_answer(model: str) -> None:
     # The final frame may follow the last live one at once; live frames are spaced.
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(frames[:-1])]
     assert all(g >= 0.29 for g in gaps), gaps
-    # And they do happen while tokens stream: at least half of what the throttle allows
-    # (or of the tokens, when they come slower than that).
+    # And they do happen while tokens stream: at least a quarter of what the throttle allows
+    # (or of the tokens, when they come slower than that); the display also skips frames that
+    # would cost over a quarter of the time, which a loaded machine's slow renders trigger.
     times = record.trace.token_times_ns
     allowed = min((times[-1] - times[0]) / 1e9 / 0.3, len(times) - 1)
-    assert len(frames) - 1 >= allowed / 2, (len(frames), allowed)
+    assert len(frames) - 1 >= allowed / 4, (len(frames), allowed)
     assert frames[-1][1] == {"text/html": markdown_html(record.text), "text/plain": record.text}
 
 
@@ -430,10 +431,10 @@ def test_live_display_redraws_at_most_and_at_least_once_per_throttle(
     assert len(live) <= wall / throttle + 1, (len(live), wall)
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(live)]
     assert all(g >= throttle * 0.95 for g in gaps), gaps
-    # ...and at least half of what the throttle allows over the stream (tokens come faster
-    # than that here): the answer grows on screen.
+    # ...and at least a quarter of what the throttle allows over the stream (tokens come
+    # faster than that here; slow renders on a loaded machine skip some): the answer grows.
     allowed = min(streamed / throttle, len(trace.token_times_ns) - 1)
-    assert len(live) >= allowed / 2, (len(live), allowed)
+    assert len(live) >= allowed / 4, (len(live), allowed)
     assert all(b["text/plain"] for _, b in live)  # text, not the waiting marker
     assert final[1]["text/plain"] == record.text
 
