@@ -64,9 +64,13 @@ class AnswerView(w.HTMLMath):  # type: ignore[misc]
     HTML of :func:`answer_bundle` ever goes there, never the model's text itself.
     """
 
+    #: JupyterLab's and Notebook 7's class for rendered HTML outputs, so an answer looks like
+    #: ``%%llm``'s (headings, tables, code blocks); other frontends ignore it.
+    RENDERED_CLASS = "jp-RenderedHTMLCommon"
+
     def __init__(self, *classes: str) -> None:
         super().__init__()
-        styled(self, *classes)
+        styled(self, self.RENDERED_CLASS, *classes)
         #: The answer as plain text, as last shown (for tests and the saved transcript).
         self.text = ""
 
