@@ -64,13 +64,13 @@ class AnswerView(w.HTMLMath):  # type: ignore[misc]
     HTML of :func:`answer_bundle` ever goes there, never the model's text itself.
     """
 
-    #: JupyterLab's and Notebook 7's class for rendered HTML outputs, so an answer looks like
-    #: ``%%llm``'s (headings, tables, code blocks); other frontends ignore it.
-    RENDERED_CLASS = "jp-RenderedHTMLCommon"
+    #: JupyterLab's and Notebook 7's classes for rendered HTML in an output area, so an
+    #: answer looks like ``%%llm``'s (headings, links, tables); other frontends ignore them.
+    RENDERED_CLASSES = ("jp-RenderedHTMLCommon", "jp-OutputArea-output")
 
     def __init__(self, *classes: str) -> None:
         super().__init__()
-        styled(self, self.RENDERED_CLASS, *classes)
+        styled(self, *self.RENDERED_CLASSES, *classes)
         #: The answer as plain text, as last shown (for tests and the saved transcript).
         self.text = ""
 
