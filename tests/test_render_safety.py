@@ -31,7 +31,7 @@ from llm_nb._registry import registry
 from llm_nb._safe_html import _clean_markdown, answer_html, clean_html, escape, markdown_html
 from llm_nb._terminal import ControlStripper, strip_controls
 from llm_nb._types import ChatResponse
-from llm_nb._widgets._parts import ErrorLine, answer_output
+from llm_nb._widgets._parts import AnswerView, ErrorLine
 from llm_nb.providers import OpenAIProvider
 from tests.browser import hostile
 from tests.browser.hostile import (
@@ -264,9 +264,18 @@ def test_record_repr_and_widget_output(server: str) -> None:
     assert isinstance(record, ChatResponse) and record.text == ANSWER
     assert record.reasoning == REASONING and record.model_reported == MODEL_NAME
     assert "bold words" in assert_inert(record._repr_html_()).shown
-    (output,) = answer_output(record, final=True, note="stopped")
-    assert set(output["data"]) == {"text/html", "text/plain"}
-    assert_inert(output["data"]["text/html"])
+    view = AnswerView()
+    view.show(record, final=True, note="stopped")
+    assert view.text == ANSWER + "\n[stopped]"
+    assert "bold words" in assert_inert(view.value).shown
+    # Every live frame goes through the value trait (inserted as HTML): the waiting mark
+    # and each partial answer, cut anywhere, are sanitized too.
+    record.reasoning = ""
+    for end in range(0, len(ANSWER) + 1, 7):
+        record.text = ANSWER[:end]
+        view.show(record, final=False)
+        assert view.text == record.text or (end == 0 and view.text == "…")
+        assert_inert(view.value)
 
 
 def test_error_line_escapes_the_server_message(server: str) -> None:
@@ -310,7 +319,7 @@ async def test_chat_and_compare_panels(server: str) -> None:
     chat = llm_nb.chat_panel(f"openai:{MODEL_NAME}@{server}")
     chat.send("hi")
     await chat.wait()
-    sinks = [chat.answer.outputs[0]["data"]["text/html"], chat.saved.bundle["text/html"]]
+    sinks = [chat.answer.value, chat.saved.bundle["text/html"]]
     sinks += [child.value for child in chat.history.children[0].children[:2]]
     chat.model.value = f"openai:{FAILING_MODEL}@{server}"
     chat.send("again")
@@ -328,7 +337,7 @@ async def test_chat_and_compare_panels(server: str) -> None:
     compare.run("hi")
     await compare.wait()
     titles = [col.children[0].value for col in compare.columns.children]
-    answers = [col.children[1].outputs[0]["data"]["text/html"] for col in compare.columns.children]
+    answers = [col.children[1].value for col in compare.columns.children]
     for html in [*titles, *answers, compare.table.value, compare.error.widget.value,
                  compare.saved.bundle["text/html"]]:  # fmt: skip
         assert_inert(html)

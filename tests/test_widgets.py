@@ -32,7 +32,6 @@ from llm_nb._registry import registry
 from llm_nb._safe_html import escape, markdown_html, note_html
 from llm_nb._widgets import ChatPanel, ComparePanel, ModelPicker, _defaults, _picker
 from llm_nb._widgets._compare import _plot_widget
-from llm_nb._widgets._parts import shown_text
 from llm_nb._wire.http import RetryPolicy
 from llm_nb.providers.llamacpp import LlamaCppProvider
 from tests.contract import OllamaContractServer
@@ -124,7 +123,7 @@ class Changes:
 
 class AnswerChanges(Changes):
     """Counts the changes of every answer a chat panel adds from now on (each turn gets a new
-    ``Output``, made inside ``send``), and the threads they came from."""
+    ``AnswerView``, made inside ``send``), and the threads they came from."""
 
     def __init__(self, panel: ChatPanel) -> None:
         self.count = 0
@@ -133,7 +132,7 @@ class AnswerChanges(Changes):
 
     def _added(self, change: Any) -> None:
         for box in change["new"][len(change["old"]) :]:
-            box.children[2].observe(self._seen, "outputs")  # prompt, label, answer, figures
+            box.children[2].observe(self._seen, "value")  # prompt, label, answer, figures
 
 
 # -- chat -------------------------------------------------------------------------------------
@@ -151,14 +150,14 @@ async def test_chat_streams_on_the_kernel_loop_throttled_and_multi_turn(
     assert panel.worker.task is not None and not panel.worker.task.done()
     assert panel.send_button.disabled and not panel.stop_button.disabled
     assert panel.prompt.value == ""
-    changes = Changes(panel.answer, "outputs")
+    changes = Changes(panel.answer, "value")
     await panel.wait()
     duration = time.monotonic() - started
 
     first = panel.turns[0].record
     assert first.status == "ok" and first.usage.completion_tokens == 40
-    assert shown_text(panel.answer) == first.text
-    assert panel.answer.outputs[0]["data"]["text/html"] == markdown_html(first.text)
+    assert panel.answer.text == first.text
+    assert panel.answer.value == markdown_html(first.text)
     assert "tok/s" in panel.turns[0].figures.value and "40 tokens" in panel.turns[0].figures.value
     # ≤ 10 live redraws a second plus the final one, all from this (the kernel's) thread.
     assert 2 <= changes.count <= 10 * duration + 2, (changes.count, duration)
@@ -195,8 +194,8 @@ async def test_stop_mid_answer_keeps_the_partial_text_and_frees_the_slot(
     record = panel.turns[0].record
     n = len(record.trace.token_times_ns)
     assert record.status == "cancelled" and 0 < n < 3000
-    assert shown_text(panel.answer) == record.text + "\n[stopped]"
-    assert panel.answer.outputs[0]["data"]["text/html"].endswith(note_html("stopped"))
+    assert panel.answer.text == record.text + "\n[stopped]"
+    assert panel.answer.value.endswith(note_html("stopped"))
     assert panel.error.text == "" and not panel.send_button.disabled
     assert await slots_idle(llama_server.url), "llama-server is still generating"
     # What was on screen stays in the conversation.
@@ -208,7 +207,7 @@ async def test_stop_mid_answer_keeps_the_partial_text_and_frees_the_slot(
     panel.stop()
     await panel.wait()
     assert panel.turns[-1].record.status == "cancelled" and panel.turns[-1].call.interrupted
-    assert shown_text(panel.answer) == "\n[stopped]" and not panel.send_button.disabled
+    assert panel.answer.text == "\n[stopped]" and not panel.send_button.disabled
     assert panel.stop_button.disabled and len(panel.messages) == 2
 
 
@@ -219,7 +218,7 @@ def test_without_a_running_loop_the_work_runs_on_llm_nb_loop(model: str) -> None
     panel.send_button.click()  # blocks: there is no loop to run a task on
     record = panel.turns[0].record
     assert record.status == "ok" and record.usage.completion_tokens == 16
-    assert shown_text(panel.answer) == record.text and panel.worker.task is None
+    assert panel.answer.text == record.text and panel.worker.task is None
     # The answer was drawn (live frames and the final one), every time from this thread:
     # never from llm_nb's loop thread, where the work ran.
     assert changes.count >= 1 and changes.threads == {threading.get_ident()}
@@ -244,7 +243,7 @@ def test_without_a_running_loop_widgets_change_on_the_callers_thread(
             panel.send("Count.")  # blocks until the answer is complete
             record = panel.turns[0].record
             assert record.status == "ok" and record.text == "".join(tokens)
-            assert shown_text(panel.answer) == record.text and panel.worker.task is None
+            assert panel.answer.text == record.text and panel.worker.task is None
             assert changes.count >= 2 and changes.threads == {threading.get_ident()}
         finally:
             for p in registry().providers():
@@ -298,7 +297,7 @@ async def test_compare_panel_streams_every_column_then_stats_and_plot(
     assert all("llm-nb-compare-col" in c._dom_classes for c in panel.columns.children)
     for call, answer, footer in zip(panel.calls, panel._answers, panel._footers, strict=True):
         assert call.record.status == "ok" and call.record.usage.completion_tokens == 20
-        assert shown_text(answer) == call.record.text != ""
+        assert answer.text == call.record.text != ""
         assert "tok/s" in footer.value
     first, second = (c.record.trace for c in panel.calls)
     assert first.t_send_ns is not None and second.t_send_ns is not None
@@ -330,7 +329,7 @@ async def test_compare_stop_and_a_failing_model(
     await panel.wait()
     live, failed = panel.calls
     assert live.record.status == "cancelled" and live.interrupted and live.record.text
-    assert shown_text(panel._answers[0]).endswith("[stopped]")
+    assert panel._answers[0].text.endswith("[stopped]")
     assert failed.error is not None and failed.record.status == "error"
     assert panel.error.text.startswith("1 of 2 models failed;"), panel.error.text
     assert "\n" not in panel.error.text
@@ -341,7 +340,7 @@ async def test_compare_stop_and_a_failing_model(
     panel.stop()  # before the task's first step
     await panel.wait()
     assert [c.record.status for c in panel.calls] == ["cancelled"]
-    assert shown_text(panel._answers[0]).endswith("[stopped]") and not panel.run_button.disabled
+    assert panel._answers[0].text.endswith("[stopped]") and not panel.run_button.disabled
 
 
 def test_compare_plot_is_skipped_without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -598,7 +597,7 @@ def answer_updates(comm_id: str) -> Any:
         return [
             m for m in messages
             if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == comm_id
-            and "outputs" in m["content"]["data"].get("state", {})
+            and "value" in m["content"]["data"].get("state", {})
         ]  # fmt: skip
 
     return of
@@ -651,8 +650,9 @@ def test_in_a_kernel_stop_gets_through_and_the_answer_is_saved_as_a_normal_outpu
     stamps = [m["header"]["date"].timestamp() for m in answer_updates(answer_id)(live + after)]
     gaps = [b - a for a, b in itertools.pairwise(stamps[1:-1])]
     assert min(gaps, default=1.0) >= 0.09, gaps
-    final = answer_updates(answer_id)(after)[-1]["content"]["data"]["state"]["outputs"]
-    assert final[0]["data"]["text/plain"] == r["text"] + "\n[stopped]"
+    final = answer_updates(answer_id)(after)[-1]["content"]["data"]["state"]["value"]
+    assert final.startswith(markdown_html(r["text"])) and final.endswith(note_html("stopped"))
+    assert kernel.value("p.answer.text") == r["text"] + "\n[stopped]"
     # Not generating 3000 tokens (minutes): stopped. The bound allows for a loaded machine.
     deadline = time.monotonic() + 10
     while any(s["is_processing"] for s in httpx.get(f"{llama_server.url}/slots").json()):

@@ -23,7 +23,7 @@ from .._magics._runner import Call
 from .._safe_html import answer_html, escape
 from .._types import ChatOptions, ChatResponse, Message
 from ._defaults import default_model, throttle_s
-from ._parts import ErrorLine, Panel, answer_output, styled
+from ._parts import AnswerView, ErrorLine, Panel, styled
 from ._work import Post, Worker, pump
 
 
@@ -34,7 +34,7 @@ class Turn:
     prompt: str
     model: str
     call: Call
-    answer: Any  # ipywidgets.Output
+    answer: AnswerView
     figures: Any  # ipywidgets.Label
     #: (HTML, plain text) for the saved output, once the turn has ended.
     saved: tuple[str, str] | None = None
@@ -141,7 +141,7 @@ class ChatPanel(Panel):
 
     @property
     def answer(self) -> Any:
-        """The ``Output`` widget of the latest answer (None before the first Send)."""
+        """The :class:`AnswerView` of the latest answer (None before the first Send)."""
         return self.turns[-1].answer if self.turns else None
 
     # -- drawing --------------------------------------------------------------------------
@@ -149,8 +149,8 @@ class ChatPanel(Panel):
     def _add_turn(self, text: str, model: str, call: Call) -> Turn:
         asked = styled(w.HTML(_prompt_html(text)), "llm-nb-chat-user")
         label = styled(w.HTML(f"<b>{escape(model)}</b>"), "llm-nb-chat-model-label")
-        answer = styled(w.Output(), "llm-nb-chat-answer")
-        answer.outputs = answer_output(call.record, final=False)
+        answer = AnswerView("llm-nb-chat-answer")
+        answer.show(call.record, final=False)
         shown = styled(w.Label(""), "llm-nb-chat-figures")
         turn = Turn(text, model, call, answer, shown)
         self.turns.append(turn)
@@ -173,11 +173,11 @@ class ChatPanel(Panel):
         if not final:
             if self._budget.due(final):
                 started = time.perf_counter()
-                turn.answer.outputs = answer_output(record, final=False)
+                turn.answer.show(record, final=False)
                 turn.figures.value = live_figures(record)
                 self._budget.spent(started)
             return
-        turn.answer.outputs = answer_output(record, final=True, note=turn.note)
+        turn.answer.show(record, final=True, note=turn.note)
         turn.figures.value = str(figures(record)) if record.trace.token_times_ns else ""
         if turn.call.error is not None:
             self.error.show(turn.call.error)

@@ -30,7 +30,7 @@ from .._terminal import strip_controls
 from .._types import ChatOptions
 from ._catalog import Catalog, catalog
 from ._defaults import throttle_s
-from ._parts import ErrorLine, Panel, answer_output, styled
+from ._parts import AnswerView, ErrorLine, Panel, styled
 from ._work import Post, Worker, pump
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class ComparePanel(Panel):
         self.calls: list[Call] = []
         self.run_id: str | None = None
         self._finished = True
-        self._answers: list[Any] = []
+        self._answers: list[AnswerView] = []
         self._footers: list[Any] = []
         self._budget = RenderBudget()
         self.worker = Worker(self.error.show)
@@ -185,8 +185,8 @@ class ComparePanel(Panel):
         self._answers, self._footers, columns = [], [], []
         for call in calls:
             title = styled(w.HTML(f"<b>{html.escape(call.label)}</b>"), "llm-nb-compare-title")
-            answer = styled(w.Output(), "llm-nb-compare-answer")
-            answer.outputs = answer_output(call.record, final=False)
+            answer = AnswerView("llm-nb-compare-answer")
+            answer.show(call.record, final=False)
             footer = styled(w.Label(""), "llm-nb-compare-figures")
             self._answers.append(answer)
             self._footers.append(footer)
@@ -207,7 +207,7 @@ class ComparePanel(Panel):
         started = time.perf_counter()
         for call, answer, footer in zip(self.calls, self._answers, self._footers, strict=True):
             note = _note(call) if final else None
-            answer.outputs = answer_output(call.record, final=final, note=note)
+            answer.show(call.record, final=final, note=note)
             done = final or call.done
             footer.value = _footer(call) if done else live_figures(call.record)
         if final:

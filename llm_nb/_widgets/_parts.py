@@ -1,5 +1,5 @@
 """Pieces every panel shares: the panel base class (with its saved output), the one-line
-error display, and answers as (sanitized) HTML outputs for an ``Output`` widget."""
+error display, and the answer view (sanitized HTML in a widget's value trait)."""
 
 from __future__ import annotations
 
@@ -54,24 +54,36 @@ class ErrorLine:
         self.widget.layout.display = "none"
 
 
-def answer_output(record: ChatResponse, *, final: bool, note: str | None = None) -> tuple[Any]:
-    """The ``outputs`` of an ``Output`` widget showing ``record``'s answer, its Markdown
-    rendered to sanitized HTML the same way as ``%%llm``'s answers (an ``Output`` widget's
-    outputs are trusted by the frontend, so raw Markdown would let raw HTML through).
+class AnswerView(w.HTMLMath):  # type: ignore[misc]
+    """One answer, its Markdown rendered to sanitized HTML the same way as ``%%llm``'s
+    answers, shown through the ``value`` trait.
 
-    Setting the whole tuple sends one message.
+    A value trait rather than an ``Output`` widget's outputs: every frontend (VS Code's
+    notebook renderer included) syncs a trait, while outputs set or updated from a callback
+    are not shown everywhere. The frontend inserts ``value`` as HTML, so only the sanitized
+    HTML of :func:`answer_bundle` ever goes there, never the model's text itself.
     """
-    bundle: Bundle
-    if record.text or record.reasoning or final:
-        bundle = answer_bundle(record.text, "markdown", reasoning=record.reasoning, note=note)
-    else:
-        bundle = waiting_bundle()
-    return ({"output_type": "display_data", "data": bundle, "metadata": {}},)
 
+    #: JupyterLab's and Notebook 7's classes for rendered HTML in an output area, so an
+    #: answer looks like ``%%llm``'s (headings, links, tables); other frontends ignore them.
+    RENDERED_CLASSES = ("jp-RenderedHTMLCommon", "jp-OutputArea-output")
 
-def shown_text(output: Any) -> str:
-    """The text/plain an ``Output`` widget shows (for tests and the saved transcript)."""
-    return "".join(str(o.get("data", {}).get("text/plain", "")) for o in output.outputs)
+    def __init__(self, *classes: str) -> None:
+        super().__init__()
+        styled(self, *self.RENDERED_CLASSES, *classes)
+        #: The answer as plain text, as last shown (for tests and the saved transcript).
+        self.text = ""
+
+    def show(self, record: ChatResponse, *, final: bool, note: str | None = None) -> None:
+        """Show ``record``'s answer so far (the waiting mark before its first token)."""
+        bundle: Bundle
+        if record.text or record.reasoning or final:
+            bundle = answer_bundle(record.text, "markdown", reasoning=record.reasoning, note=note)
+        else:
+            bundle = waiting_bundle()
+        self.text = str(bundle["text/plain"])
+        shown = bundle.get("text/html")
+        self.value = shown if shown is not None else f"<span>{html.escape(self.text)}</span>"
 
 
 class Panel(w.VBox):  # type: ignore[misc]
