@@ -182,17 +182,21 @@ class Store:
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Bring the file to SCHEMA_VERSION, in one transaction that holds the write lock, so
         two kernels opening it at once migrate it once."""
-        if _version(conn) == SCHEMA_VERSION:
+        version = _version(conn)
+        if version == SCHEMA_VERSION:
             return
+        if version > SCHEMA_VERSION:
+            raise _Newer(newer_message(self.path, version))
+        if "calls" in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}:
+            # Outside the write transaction: a backup cannot read a file its own
+            # connection holds locked.
+            self._back_up(conn, version)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = _version(conn)
+            version = _version(conn)  # another process may have migrated it meanwhile
             if version > SCHEMA_VERSION:
                 raise _Newer(newer_message(self.path, version))
             if version < SCHEMA_VERSION:
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-                if "calls" in tables:
-                    self._back_up(conn, version)
                 cols = ", ".join(f'"{c}" {_sql_type(c)}' for c in COLUMNS)
                 conn.execute(
                     f"CREATE TABLE IF NOT EXISTS calls ({cols}, text TEXT, reasoning TEXT)"
