@@ -347,8 +347,8 @@ print(type(llm_nb.stats()).__name__)
 
 
 def test_store_appends_do_not_wait_for_the_database(tmp_path: Path) -> None:
-    """Appends are queued for the writer thread: a database another process holds locked
-    costs the caller nothing, and the rows land once it is free, in order."""
+    """A database another process holds locked costs one call a short wait and the next ones
+    nothing: the rows are held back and land once it is free, in order."""
     import sqlite3
 
     path = tmp_path / "calls.sqlite"

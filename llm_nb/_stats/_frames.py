@@ -111,18 +111,100 @@ def summary(
     return pd.DataFrame(out)
 
 
-def history(path: Path | None = None) -> pd.DataFrame:
-    """Every call ever recorded on this machine (the SQLite store), answer text included.
-    Raises :class:`StatsStoreError` (an LLMError) when the store cannot be read."""
-    import pandas as pd
-
+def history(
+    path: Path | None = None,
+    *,
+    run: str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+    since: Any = None,
+    until: Any = None,
+    limit: int | None = None,
+    columns: tuple[str, ...] | None = None,
+) -> pd.DataFrame:
+    """Calls recorded on this machine (the SQLite store), answer text included, filtered in
+    the store: only matching rows are read. Raises :class:`StatsStoreError` (an LLMError)
+    when the store cannot be read."""
     from ._store import Store
 
+    where = _where(run=run, model=model, provider=provider)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        from .._errors import InvalidOptionError
+
+        raise InvalidOptionError(f"limit must be a whole number of calls >= 0, got {limit!r}")
     store = Store(path)
     try:
-        names, rows = store.read()
+        names, rows = store.query(
+            where,
+            since=_utc("since", since),
+            until=_utc("until", until),
+            limit=limit,
+            columns=columns,
+        )
     finally:
         store.close()
+    return _stored_frame(names, rows)
+
+
+def recorded(recorder: Recorder, run: str | None, model: str | None) -> pd.DataFrame:
+    """The calls of a run and/or model: those in the store (read filtered, without the
+    answer text) and this session's that are not there (the store could not be written)."""
+    import pandas as pd
+
+    where = _where(run=run, model=model)
+    df = frame([])
+    if recorder.store is not None:
+        names, rows = recorder.store.query(where, columns=COLUMNS)
+        df = _stored_frame(names, rows)
+    stored = set(df["call_id"])
+    mine = [
+        r for r in recorder.rows()
+        if r["call_id"] not in stored and all(r.get(k) == v for k, v in where.items())
+    ]  # fmt: skip
+    if mine:
+        df = pd.concat([df, frame(mine)], ignore_index=True) if len(df) else frame(mine)
+    return df
+
+
+def _where(**filters: Any) -> dict[str, str]:
+    from .._errors import InvalidOptionError
+
+    where = {}
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise InvalidOptionError(f"{name} must be a string, got a {type(value).__name__}")
+        where["run_id" if name == "run" else name] = value
+    return where
+
+
+def _utc(name: str, value: Any) -> str | None:
+    """A time bound as the store writes ``started_at``: ISO 8601 in UTC. A naive datetime or
+    string is local time, as Python's own conversions take it."""
+    from datetime import UTC, datetime
+
+    from .._errors import InvalidOptionError
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidOptionError(
+                f"{name} must be a datetime or an ISO 8601 time such as "
+                f"'2026-01-31T12:00', got {value!r}"
+            ) from None
+    if not isinstance(value, datetime):
+        raise InvalidOptionError(f"{name} must be a datetime or an ISO 8601 string, got a "
+                                 f"{type(value).__name__}")  # fmt: skip
+    return value.astimezone(UTC).isoformat()
+
+
+def _stored_frame(names: list[str], rows: Any) -> pd.DataFrame:
+    import pandas as pd
+
     df = pd.DataFrame(list(rows), columns=names)
     df["started_at"] = pd.to_datetime(df["started_at"], utc=True, format="ISO8601")
     for col in ("stream", "warmup"):

@@ -2,14 +2,20 @@
 so a kernel restart loses nothing. One table, one row per call, plus the answer text.
 
 SQLite rather than Parquet because rows arrive one at a time and appends must be cheap and
-safe with several kernels writing at once (WAL mode).
+safe with several kernels writing at once (WAL mode). Indexes on run, model, provider and
+start time let :meth:`Store.query` filter in SQL rather than after loading every row.
 
-Appends return at once: a writer thread commits what is queued, several rows per
-transaction when they come faster than a commit. Writing on the caller's thread cost
-milliseconds per call (an fsync per commit), on the event loop, between one call and the next.
-Reads, :meth:`Store.flush` and :meth:`Store.close` wait for the queue first, and so does
-interpreter exit. ``synchronous=NORMAL`` in WAL mode survives the process crashing; only
-the last commits before a power loss can be lost, which a measurement log can afford.
+An append is committed before it returns, on the caller's thread, so a call's row is on disk
+before the call hands its answer back: a process killed at any moment after that keeps it.
+With ``synchronous=NORMAL`` in WAL mode a commit is a write into the WAL without an fsync
+(tens of microseconds; benchmarks/store.py), which survives the process dying; only the last
+commits before a power loss can be lost, which a measurement log can afford. A writer thread
+would batch commits, but it gets no time while the caller's thread is busy, and whatever it
+still held died with the process.
+
+The schema is versioned (``PRAGMA user_version``). A store from an older release is migrated
+in place when first written, after a copy of it is saved next to it; a store from a newer
+release is never written into, and reading it is a :class:`StatsStoreError`.
 
 The store is a convenience next to the calls, never a reason for one to fail. When it cannot
 be written (a read-only file or directory, a full disk) there is one
@@ -29,12 +35,11 @@ import json
 import logging
 import math
 import os
-import queue
 import sqlite3
 import threading
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +58,9 @@ _TEXT_COLUMNS = frozenset({"call_id", "run_id", "provider", "host", "model", "mo
 _INSERT = "INSERT INTO calls ({}, text, reasoning) VALUES ({})".format(
     ", ".join('"' + c + '"' for c in COLUMNS), ", ".join("?" * (len(COLUMNS) + 2))
 )
+
+
+_KNOWN = frozenset({*COLUMNS, "text", "reasoning", "*"})
 
 
 def _sql_type(column: str) -> str:
@@ -80,9 +88,37 @@ def default_path() -> Path:
     return Path(user_data_dir("llm_nb")) / "calls.sqlite"
 
 
-#: A queued write: (SQL, values), or an event the writer sets once everything before it is
-#: committed (how flush waits).
-_Item = tuple[str, list[Any]] | threading.Event
+#: The schema this release writes. 0: the first releases (no version set; a column may be
+#: missing). 1: every column of COLUMNS, the query indexes, the version set.
+SCHEMA_VERSION = 1
+
+#: The indexes :meth:`Store.query` relies on: each filter, then time order within it.
+_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id, started_at)",
+    "CREATE INDEX IF NOT EXISTS calls_model ON calls (model, started_at)",
+    "CREATE INDEX IF NOT EXISTS calls_provider ON calls (provider, started_at)",
+    "CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at)",
+    "CREATE INDEX IF NOT EXISTS runs_run ON runs (run_id)",
+)
+
+#: A write: (SQL, values).
+_Write = tuple[str, list[Any]]
+
+#: How long an append waits for another process's write lock (ours last microseconds).
+_BUSY_S = 0.2
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+class _Newer(Exception):
+    """The file was written by a newer release (its schema version is above ours)."""
+
+
+def newer_message(path: Path, version: int) -> str:
+    return (
+        f"the stats store {path} was written by a newer llm_nb (schema {version}; this one "
+        f"knows up to {SCHEMA_VERSION}); upgrade llm_nb, or set LLM_NB_DATA_DIR to another "
+        "directory"
+    )
 
 
 class _Corrupt(Exception):
@@ -112,14 +148,19 @@ class Store:
         self.path = Path(path) if path is not None else default_path()
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-        #: Set when the file is corrupt and could not be moved aside: it is left alone.
+        self._pid = os.getpid()
+        #: Set when the file is corrupt and could not be moved aside, or is from a newer
+        #: release: it is left alone.
         self._frozen = False
+        #: Writes that found the file locked by another process, written with the next ones.
+        self._pending: list[_Write] = []
         _open_stores.add(self)
 
     def _connect(self) -> sqlite3.Connection:
-        """The writer's connection (opened, checked and set up on first use)."""
+        """The writing connection (opened, checked, migrated and set up on first use)."""
+        if self._pid != os.getpid():
+            # A forked child: the parent's connection is not ours to use, nor to close.
+            self._conn, self._pid = None, os.getpid()
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fresh = not self.path.exists() or self.path.stat().st_size == 0
@@ -131,51 +172,131 @@ class Store:
                         raise _Corrupt("; ".join(str(p) for p in problems))
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                cols = ", ".join(f'"{c}" {_sql_type(c)}' for c in COLUMNS)
-                table = f"calls ({cols}, text TEXT, reasoning TEXT)"
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {table}")
-                have = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
-                for c in COLUMNS:
-                    if c not in have:  # a store written before the column existed
-                        conn.execute(f'ALTER TABLE calls ADD COLUMN "{c}" {_sql_type(c)}')
-                conn.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT, facts TEXT)")
+                self._migrate(conn)
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
         return self._conn
 
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring the file to SCHEMA_VERSION, in one transaction that holds the write lock, so
+        two kernels opening it at once migrate it once."""
+        version = _version(conn)
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise _Newer(newer_message(self.path, version))
+        if "calls" in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}:
+            # Outside the write transaction: a backup cannot read a file its own
+            # connection holds locked.
+            self._back_up(conn, version)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = _version(conn)  # another process may have migrated it meanwhile
+            if version > SCHEMA_VERSION:
+                raise _Newer(newer_message(self.path, version))
+            if version < SCHEMA_VERSION:
+                cols = ", ".join(f'"{c}" {_sql_type(c)}' for c in COLUMNS)
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS calls ({cols}, text TEXT, reasoning TEXT)"
+                )
+                have = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+                for c in COLUMNS:
+                    if c not in have:  # a store written before the column existed
+                        conn.execute(f'ALTER TABLE calls ADD COLUMN "{c}" {_sql_type(c)}')
+                conn.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT, facts TEXT)")
+                for sql in _INDEXES:
+                    conn.execute(sql)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def _back_up(self, conn: sqlite3.Connection, version: int) -> None:
+        """A consistent copy of the file as it was, next to it, before migrating it."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.v{version}-backup-{stamp}")
+        copy = sqlite3.connect(target)
+        try:
+            conn.backup(copy)
+        finally:
+            copy.close()
+
     def append(self, row: Mapping[str, Any], text: str, reasoning: str) -> None:
+        """Write one call's row; committed when this returns (unless the store is faulty,
+        which warns once and leaves the row in memory only)."""
         values = [_to_sql(row.get(c)) for c in COLUMNS] + [text, reasoning]
-        self._put((_INSERT, values))
+        self._commit([(_INSERT, values)])
 
     def append_run(self, run_id: str, facts: Mapping[str, Any]) -> None:
-        self._put(("INSERT INTO runs VALUES (?, ?)", [run_id, json.dumps(facts, default=str)]))
+        facts_json = json.dumps(facts, default=str)
+        self._commit([("INSERT INTO runs VALUES (?, ?)", [run_id, facts_json])])
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait until every row appended so far is committed; False if that took too long."""
-        writer = self._writer
-        if writer is None or not writer.is_alive():
+        """Write what found the file locked, waiting up to ``timeout`` s for the lock; False
+        if some is still unwritten. (Every other append is committed when it returns.)"""
+        if not self._pending:
             return True
-        done = threading.Event()
-        self._queue.put(done)
-        return done.wait(timeout)
+        self._commit([], busy_s=30.0 if timeout is None else timeout)
+        return not self._pending
 
     # -- reading ----------------------------------------------------------------------------
 
-    def read(self) -> tuple[list[str], Iterable[tuple[Any, ...]]]:
+    def read(self) -> tuple[list[str], Sequence[tuple[Any, ...]]]:
         """Column names and every row of the calls table (none if there is no file yet)."""
-        rows = self._select("SELECT * FROM calls")
+        return self.query()
+
+    def query(
+        self,
+        where: Mapping[str, Any] | None = None,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> tuple[list[str], Sequence[tuple[Any, ...]]]:
+        """Rows of the calls table matching every ``column == value`` in ``where`` and
+        ``since <= started_at < until`` (ISO 8601 UTC strings); with ``limit``, the latest
+        ``limit`` of them, oldest first. ``columns``: which to read (default all)."""
+        names = list(columns) if columns is not None else ["*"]
+        unknown = [c for c in [*(where or {}), *names] if c not in _KNOWN]
+        if unknown:  # names are put into the SQL: only the table's own
+            raise ValueError(f"not a column of the stats store: {unknown[0]!r}")
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (where or {}).items():
+            clauses.append(f'"{column}" = ?')
+            params.append(value)
+        if since is not None:
+            clauses.append("started_at >= ?")
+            params.append(since)
+        if until is not None:
+            clauses.append("started_at < ?")
+            params.append(until)
+        select = ", ".join("*" if n == "*" else f'"{n}"' for n in names)
+        sql = f"SELECT {select} FROM calls"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        if limit is not None:
+            sql += " ORDER BY started_at DESC LIMIT ?"
+            params.append(limit)
+        rows = self._select(sql, params)
         if rows is None:
-            return [*COLUMNS, "text", "reasoning"], []
+            return ([*COLUMNS, "text", "reasoning"] if columns is None else names), []
+        if limit is not None:
+            rows[1].reverse()  # the latest rows, back in time order
         return rows
 
     def read_runs(self) -> list[tuple[str, dict[str, Any]]]:
         rows = self._select("SELECT run_id, facts FROM runs")
         return [] if rows is None else [(r, json.loads(f)) for r, f in rows[1]]
 
-    def _select(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]] | None:
-        # Rows this process queued for the same file first, whichever Store holds them.
+    def _select(
+        self, sql: str, params: Sequence[Any] = ()
+    ) -> tuple[list[str], list[tuple[Any, ...]]] | None:
+        # Rows this process holds back for the same file (it was locked) first.
         for store in list(_open_stores):
             if store.path == self.path:
                 store.flush()
@@ -184,7 +305,10 @@ class Store:
         try:
             conn = _open_read_only(self.path)
             try:
-                cur = conn.execute(sql)
+                version = _version(conn)
+                if version > SCHEMA_VERSION:
+                    raise StatsStoreError(newer_message(self.path, version))
+                cur = conn.execute(sql, params)
                 return [d[0] for d in cur.description], cur.fetchall()
             finally:
                 conn.close()
@@ -203,47 +327,22 @@ class Store:
 
     def close(self) -> None:
         self.flush()
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._drop_connection()
 
-    # -- the writer thread ------------------------------------------------------------------
+    # -- writing ----------------------------------------------------------------------------
 
-    def _put(self, item: _Item) -> None:
-        self._queue.put(item)
-        writer = self._writer
-        if writer is None or not writer.is_alive():
-            # First write, or the first in a forked child (threads do not survive a fork).
-            with self._lock:
-                if self._writer is writer:
-                    self._writer = threading.Thread(
-                        target=self._write_forever, name="llm_nb-stats-writer", daemon=True
-                    )
-                    self._writer.start()
-
-    def _write_forever(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            # Everything already waiting goes in the same transaction: one commit for many.
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            writes = [item for item in batch if not isinstance(item, threading.Event)]
-            if writes:
-                self._commit(writes)
-            for item in batch:
-                if isinstance(item, threading.Event):
-                    item.set()
-
-    def _commit(self, writes: list[tuple[str, list[Any]]]) -> None:
-        # Nothing here may raise: a store fault must not kill the writer, nor any call.
+    def _commit(self, writes: list[_Write], busy_s: float = _BUSY_S) -> None:
+        # Nothing here may raise: a store fault must not break any call.
         try:
-            self._write(writes)
+            self._write(writes, busy_s)
         except Exception as exc:
             self._drop_connection()
+            self._pending = []  # in memory still (the recorder's rows), as the new ones
+            if isinstance(exc, _Newer):
+                self._frozen = True
+                warn_once((str(self.path), "newer"), f"llm_nb cannot write to {exc}; calls go "
+                          "on and this session's rows stay in memory (llm_nb.stats())")  # fmt: skip
+                return
             if not is_corrupt(exc):
                 self._unwritable(exc)
                 return
@@ -255,14 +354,31 @@ class Store:
                 self._drop_connection()
                 self._unwritable(again)
 
-    def _write(self, writes: list[tuple[str, list[Any]]]) -> None:
+    def _write(self, writes: list[_Write], busy_s: float = _BUSY_S) -> None:
         if self._frozen:
             return
         with self._lock:
             conn = self._connect()
-            with conn:  # one transaction: committed, or rolled back on error
-                for sql, values in writes:
-                    conn.execute(sql, values)
+            batch = self._pending + writes
+            # Once the file is known to be locked, later calls do not wait for it again.
+            wait_ms = 0 if self._pending and busy_s == _BUSY_S else int(busy_s * 1000)
+            conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
+            try:
+                with conn:  # one transaction: committed, or rolled back on error
+                    for sql, values in batch:
+                        conn.execute(sql, values)
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY_CODES:
+                    raise
+                if not self._pending:
+                    log.warning(
+                        "llm_nb's stats store %s is locked by another process; rows are kept "
+                        "and written when it is free",
+                        self.path,
+                    )
+                self._pending = batch
+                return
+            self._pending = []
 
     def _drop_connection(self) -> None:
         # The next write opens it again: a freed disk or a fixed permission is picked up.
@@ -343,13 +459,17 @@ def warn_once(key: tuple[str, str], message: str) -> None:
 _open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
 @atexit.register
 def _flush_at_exit() -> None:
-    # The writer is a daemon thread, so it would die with rows still queued. Closing then
-    # folds the WAL into the file, which a reader without write access can then read whole.
+    # Rows are committed already, but for any that found the file locked. Closing folds the
+    # WAL into the file, which a reader without write access can then read whole.
     for store in list(_open_stores):
-        if store.flush(timeout=10):
-            store._drop_connection()
+        store.flush(timeout=10)
+        store._drop_connection()
 
 
 def _to_sql(value: Any) -> Any:
