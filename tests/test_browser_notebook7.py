@@ -65,12 +65,31 @@ class Notebook7(JupyterLab):
         self._wait_ready(timeout)
         return self
 
-    def kernel_states(self) -> list[str]:
+    def _api(self, path: str, method: str = "GET") -> Any:
         request = urllib.request.Request(
-            f"{self.url}/api/kernels", headers={"Authorization": f"token {self.token}"}
+            f"{self.url}/api/{path}",
+            headers={"Authorization": f"token {self.token}"},
+            method=method,
         )
         with urllib.request.urlopen(request, timeout=5) as resp:
-            return [k["execution_state"] for k in json.load(resp)]
+            body = resp.read()
+        return json.loads(body) if body else None
+
+    def kernel_state(self, notebook: str) -> str | None:
+        """The execution state of ``notebook``'s kernel; None while it has none.
+
+        Asked per notebook: an earlier test's kernel may still be shutting down.
+        """
+        for session in self._api("sessions"):
+            if session["path"] == notebook and session.get("kernel"):
+                return str(session["kernel"]["execution_state"])
+        return None
+
+    def shut_down(self, notebook: str) -> None:
+        """End ``notebook``'s session and its kernel, so the next test starts clean."""
+        for session in self._api("sessions"):
+            if session["path"] == notebook:
+                self._api(f"sessions/{session['id']}", method="DELETE")
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +133,8 @@ def opened(browser: Any, notebook: Path, prefix: str) -> Iterator[Notebook]:
             cells = page.locator(".jp-Notebook .jp-Cell")
             cells.first.wait_for(timeout=120_000)
             deadline = time.monotonic() + 120
-            while browser.lab.kernel_states() != ["idle"]:
-                assert time.monotonic() < deadline, browser.lab.kernel_states()
+            while (state := browser.lab.kernel_state(notebook.name)) != "idle":
+                assert time.monotonic() < deadline, f"kernel of {notebook.name}: {state}"
                 time.sleep(0.2)
             assert cells.count() == len(nb.cells)
             # Notebook 7.6 with JupyterLab 4.6 logs one error of its own on opening any
@@ -131,6 +150,7 @@ def opened(browser: Any, notebook: Path, prefix: str) -> Iterator[Notebook]:
             raise
         finally:
             nb.save_logs()
+            browser.lab.shut_down(notebook.name)
 
 
 def test_quickstart_runs_in_notebook7(browser: Any) -> None:
