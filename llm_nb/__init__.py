@@ -12,148 +12,106 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# name -> module that defines it (relative to this package)
-_LAZY = {
-    "achat": "._api",
-    "adiscover": "._api",
-    "amodels": "._api",
-    "astream": "._api",
-    "chat": "._api",
-    "discover": "._api",
-    "models": "._api",
-    "provider": "._api",
-    "stream": "._api",
-    "sync": "._api",
-    "SyncStream": "._api",
-    "registry": "._registry",
-    "set_price": "._stats",
-    "warmup": "._stats",
-    "run": "._stats",
-    "export": "._stats",
-    "history": "._stats",
-    "summary": "._stats",
-    "stats": "._stats",
-    "EvalResult": "._eval",
-    "aevaluate": "._eval",
-    "evaluate": "._eval",
-    "scorers": "._eval",
-    "ChatStream": "._stream",
-    "Secret": "._config",
-    "ChatOptions": "._types",
-    "ChatResponse": "._types",
-    "Embeddings": "._types",
-    "Health": "._types",
-    "Message": "._types",
-    "ModelInfo": "._types",
-    "PullProgress": "._types",
-    "ReasoningDelta": "._types",
-    "ServerTimings": "._types",
-    "TextDelta": "._types",
-    "ToolCall": "._types",
-    "ToolCallDelta": "._types",
-    "Usage": "._types",
-    "LlamaCppProvider": ".providers.llamacpp",
-    "OllamaProvider": ".providers.ollama",
-    "OpenAIProvider": ".providers.openai",
-    "Provider": ".providers.base",
-    "LLMError": "._errors",
-    "InvalidOptionError": "._errors",
-    "ConfigError": "._errors",
-    "UnsupportedError": "._errors",
-    "APIConnectionError": "._errors",
-    "APITimeoutError": "._errors",
-    "APIStatusError": "._errors",
-    "BadRequestError": "._errors",
-    "ContextLengthError": "._errors",
-    "AuthenticationError": "._errors",
-    "PermissionDeniedError": "._errors",
-    "NotFoundError": "._errors",
-    "ModelNotFoundError": "._errors",
-    "ConflictError": "._errors",
-    "RateLimitError": "._errors",
-    "ServerError": "._errors",
-    "ServiceUnavailableError": "._errors",
-    "ProtocolError": "._errors",
-    "QuotaExceededError": "._errors",
-    "chat_panel": "._widgets",
-    "compare_panel": "._widgets",
-    "model_picker": "._widgets",
-    "load_ipython_extension": "._magics",
-    "unload_ipython_extension": "._magics",
+#: Every public name, under the module that defines it (relative to this package), which is
+#: imported when the name is first used. ``__all__`` and ``dir()`` come from here; the
+#: imports for type checkers at the end name the same modules and names (a test checks).
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "._types": (
+        "ChatResponse",
+        "Embeddings",
+        "Health",
+        "Message",
+        "ModelInfo",
+        "PullProgress",
+        "ReasoningDelta",
+        "ServerTimings",
+        "TextDelta",
+        "ToolCall",
+        "ToolCallDelta",
+        "Usage",
+    ),
+    "._options": (
+        "ChatKwargs",
+        "ChatOptions",
+        "ResponseFormat",
+        "ToolChoice",
+    ),
+    "._errors": (
+        "APIConnectionError",
+        "APIStatusError",
+        "APITimeoutError",
+        "AuthenticationError",
+        "BadRequestError",
+        "ConfigError",
+        "ConflictError",
+        "ContextLengthError",
+        "InvalidOptionError",
+        "LLMError",
+        "ModelNotFoundError",
+        "NotFoundError",
+        "PermissionDeniedError",
+        "ProtocolError",
+        "QuotaExceededError",
+        "RateLimitError",
+        "ServerError",
+        "ServiceUnavailableError",
+        "UnsupportedError",
+    ),
+    "._config": ("Secret",),
+    ".providers": (
+        "LlamaCppProvider",
+        "OllamaProvider",
+        "OpenAIProvider",
+        "Provider",
+    ),
+    "._stream": ("ChatStream",),
+    "._api": (
+        "SyncStream",
+        "achat",
+        "adiscover",
+        "amodels",
+        "astream",
+        "chat",
+        "discover",
+        "models",
+        "provider",
+        "stream",
+        "sync",
+    ),
+    "._registry": ("registry",),
+    "._stats": (
+        "export",
+        "history",
+        "run",
+        "set_price",
+        "stats",
+        "summary",
+        "warmup",
+    ),
+    "._eval": (
+        "EvalResult",
+        "aevaluate",
+        "evaluate",
+        "scorers",
+    ),
+    "._widgets": (
+        "chat_panel",
+        "compare_panel",
+        "model_picker",
+    ),
+    "._magics": (
+        "load_ipython_extension",
+        "unload_ipython_extension",
+    ),
 }
 
-__all__ = [
-    "APIConnectionError",
-    "APIStatusError",
-    "APITimeoutError",
-    "AuthenticationError",
-    "BadRequestError",
-    "ChatOptions",
-    "ChatResponse",
-    "ChatStream",
-    "ConfigError",
-    "ConflictError",
-    "ContextLengthError",
-    "Embeddings",
-    "EvalResult",
-    "Health",
-    "InvalidOptionError",
-    "LLMError",
-    "LlamaCppProvider",
-    "Message",
-    "ModelInfo",
-    "ModelNotFoundError",
-    "NotFoundError",
-    "OllamaProvider",
-    "OpenAIProvider",
-    "PermissionDeniedError",
-    "ProtocolError",
-    "Provider",
-    "PullProgress",
-    "QuotaExceededError",
-    "RateLimitError",
-    "ReasoningDelta",
-    "Secret",
-    "ServerError",
-    "ServerTimings",
-    "ServiceUnavailableError",
-    "SyncStream",
-    "TextDelta",
-    "ToolCall",
-    "ToolCallDelta",
-    "UnsupportedError",
-    "Usage",
-    "achat",
-    "adiscover",
-    "aevaluate",
-    "amodels",
-    "astream",
-    "chat",
-    "chat_panel",
-    "compare_panel",
-    "discover",
-    "evaluate",
-    "export",
-    "history",
-    "load_ipython_extension",
-    "model_picker",
-    "models",
-    "provider",
-    "registry",
-    "run",
-    "scorers",
-    "set_price",
-    "stats",
-    "stream",
-    "summary",
-    "sync",
-    "unload_ipython_extension",
-    "warmup",
-]
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module 'llm_nb' has no attribute {name!r}")
     value = getattr(importlib.import_module(module, __name__), name)
@@ -162,63 +120,78 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_MODULE_OF])
 
 
+# Type checkers don't run __getattr__: they read these imports instead (``X as X`` is how
+# mypy's strict mode knows a name is re-exported).
 if TYPE_CHECKING:
-    from ._api import (
-        SyncStream,
-        achat,
-        adiscover,
-        amodels,
-        astream,
-        chat,
-        discover,
-        models,
-        provider,
-        stream,
-        sync,
-    )
-    from ._config import Secret
-    from ._errors import (
-        APIConnectionError,
-        APIStatusError,
-        APITimeoutError,
-        AuthenticationError,
-        BadRequestError,
-        ConfigError,
-        ConflictError,
-        ContextLengthError,
-        InvalidOptionError,
-        LLMError,
-        ModelNotFoundError,
-        NotFoundError,
-        PermissionDeniedError,
-        ProtocolError,
-        QuotaExceededError,
-        RateLimitError,
-        ServerError,
-        ServiceUnavailableError,
-        UnsupportedError,
-    )
-    from ._eval import EvalResult, aevaluate, evaluate, scorers
-    from ._registry import registry
-    from ._stats import export, history, run, set_price, stats, summary, warmup
-    from ._stream import ChatStream
-    from ._types import (
-        ChatOptions,
-        ChatResponse,
-        Embeddings,
-        Health,
-        Message,
-        ModelInfo,
-        PullProgress,
-        ReasoningDelta,
-        ServerTimings,
-        TextDelta,
-        ToolCall,
-        ToolCallDelta,
-        Usage,
-    )
-    from ._widgets import chat_panel, compare_panel, model_picker
-    from .providers import LlamaCppProvider, OllamaProvider, OpenAIProvider, Provider
+    from ._api import SyncStream as SyncStream
+    from ._api import achat as achat
+    from ._api import adiscover as adiscover
+    from ._api import amodels as amodels
+    from ._api import astream as astream
+    from ._api import chat as chat
+    from ._api import discover as discover
+    from ._api import models as models
+    from ._api import provider as provider
+    from ._api import stream as stream
+    from ._api import sync as sync
+    from ._config import Secret as Secret
+    from ._errors import APIConnectionError as APIConnectionError
+    from ._errors import APIStatusError as APIStatusError
+    from ._errors import APITimeoutError as APITimeoutError
+    from ._errors import AuthenticationError as AuthenticationError
+    from ._errors import BadRequestError as BadRequestError
+    from ._errors import ConfigError as ConfigError
+    from ._errors import ConflictError as ConflictError
+    from ._errors import ContextLengthError as ContextLengthError
+    from ._errors import InvalidOptionError as InvalidOptionError
+    from ._errors import LLMError as LLMError
+    from ._errors import ModelNotFoundError as ModelNotFoundError
+    from ._errors import NotFoundError as NotFoundError
+    from ._errors import PermissionDeniedError as PermissionDeniedError
+    from ._errors import ProtocolError as ProtocolError
+    from ._errors import QuotaExceededError as QuotaExceededError
+    from ._errors import RateLimitError as RateLimitError
+    from ._errors import ServerError as ServerError
+    from ._errors import ServiceUnavailableError as ServiceUnavailableError
+    from ._errors import UnsupportedError as UnsupportedError
+    from ._eval import EvalResult as EvalResult
+    from ._eval import aevaluate as aevaluate
+    from ._eval import evaluate as evaluate
+    from ._eval import scorers as scorers
+    from ._magics import load_ipython_extension as load_ipython_extension
+    from ._magics import unload_ipython_extension as unload_ipython_extension
+    from ._options import ChatKwargs as ChatKwargs
+    from ._options import ChatOptions as ChatOptions
+    from ._options import ResponseFormat as ResponseFormat
+    from ._options import ToolChoice as ToolChoice
+    from ._registry import registry as registry
+    from ._stats import export as export
+    from ._stats import history as history
+    from ._stats import run as run
+    from ._stats import set_price as set_price
+    from ._stats import stats as stats
+    from ._stats import summary as summary
+    from ._stats import warmup as warmup
+    from ._stream import ChatStream as ChatStream
+    from ._types import ChatResponse as ChatResponse
+    from ._types import Embeddings as Embeddings
+    from ._types import Health as Health
+    from ._types import Message as Message
+    from ._types import ModelInfo as ModelInfo
+    from ._types import PullProgress as PullProgress
+    from ._types import ReasoningDelta as ReasoningDelta
+    from ._types import ServerTimings as ServerTimings
+    from ._types import TextDelta as TextDelta
+    from ._types import ToolCall as ToolCall
+    from ._types import ToolCallDelta as ToolCallDelta
+    from ._types import Usage as Usage
+    from ._widgets import chat_panel as chat_panel
+    from ._widgets import compare_panel as compare_panel
+    from ._widgets import model_picker as model_picker
+    from .providers import LlamaCppProvider as LlamaCppProvider
+    from .providers import OllamaProvider as OllamaProvider
+    from .providers import OpenAIProvider as OpenAIProvider
+    from .providers import Provider as Provider

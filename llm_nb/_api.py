@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Unpack
 
 from ._errors import InvalidOptionError
 from ._loop import SyncIterator, iterate_sync, run_sync
+from ._options import ChatKwargs, ChatOptions, takes_chat_options
 from ._registry import Found, registry
 from ._stream import ChatStream
-from ._types import ChatOptions, ChatResponse, Delta, Message, ModelInfo, build_messages
+from ._types import ChatResponse, Delta, Message, ModelInfo, build_messages
 from .providers.base import Prompt, Provider
 
 
@@ -30,34 +31,38 @@ def provider(model_id: str) -> tuple[Provider, str]:
     return registry().resolve(model_id)
 
 
-def _checked(prompt: Prompt, options: dict[str, Any]) -> tuple[list[Message], ChatOptions]:
+def _checked(prompt: Prompt, options: ChatKwargs) -> tuple[list[Message], ChatOptions]:
     """The prompt and options, checked. Done before the model id is resolved, because
     resolving ``local`` may start (or first build) the bundled server."""
     opts = ChatOptions.from_kwargs(**options)
     return build_messages(prompt, opts.system), opts
 
 
-def astream(model: str, prompt: Prompt, **options: Any) -> ChatStream:
+@takes_chat_options
+def astream(model: str, prompt: Prompt, **options: Unpack[ChatKwargs]) -> ChatStream:
     """Stream an answer (async): ``async for delta in llm_nb.astream("ollama:qwen3", "Hi")``.
 
-    ``options`` are :class:`ChatOptions` fields: temperature, top_p, max_tokens, seed, stop,
-    system, response_format, tools, tool_choice, extra, and the timeouts ``timeout`` (wait
-    for the answer to start), ``read_timeout`` (longest silence while it streams) and
-    ``connect_timeout``, in seconds. A wrong prompt or option raises
-    :class:`InvalidOptionError` before any server is started or request sent."""
+    ``options`` are those of :class:`ChatKwargs`: temperature, top_p, max_tokens, seed,
+    stop, system, response_format, tools, tool_choice, extra (provider-specific request
+    fields), and the timeouts ``timeout`` (wait for the answer to start), ``read_timeout``
+    (longest silence while it streams) and ``connect_timeout``, in seconds. A wrong prompt
+    or option raises :class:`InvalidOptionError` before any server is started or request
+    sent."""
     messages, opts = _checked(prompt, options)
     p, name = provider(model)
     return p._make_stream(name, messages, opts, stream=True)
 
 
-async def achat(model: str, prompt: Prompt, **options: Any) -> ChatResponse:
+@takes_chat_options
+async def achat(model: str, prompt: Prompt, **options: Unpack[ChatKwargs]) -> ChatResponse:
     """The whole answer (async); options as for :func:`astream`."""
     messages, opts = _checked(prompt, options)
     p, name = provider(model)
     return await p._make_stream(name, messages, opts, stream=False).collect()
 
 
-def chat(model: str, prompt: Prompt, **options: Any) -> ChatResponse:
+@takes_chat_options
+def chat(model: str, prompt: Prompt, **options: Unpack[ChatKwargs]) -> ChatResponse:
     """The whole answer, blocking; works in scripts and inside Jupyter cells alike. Options
     as for :func:`astream`."""
     messages, opts = _checked(prompt, options)
@@ -69,7 +74,8 @@ async def _achat(model: str, messages: list[Message], opts: ChatOptions) -> Chat
     return await p._make_stream(name, messages, opts, stream=False).collect()
 
 
-def stream(model: str, prompt: Prompt, **options: Any) -> SyncStream:
+@takes_chat_options
+def stream(model: str, prompt: Prompt, **options: Unpack[ChatKwargs]) -> SyncStream:
     """Stream an answer, blocking: ``for delta in llm_nb.stream("local", "Hi"): ...``.
     Options as for :func:`astream`."""
     # Checked and resolved now, so a bad model id or option fails here, not on first

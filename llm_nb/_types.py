@@ -1,4 +1,4 @@
-"""Plain data types shared by every layer: messages, options, stream deltas, final records.
+"""Plain data types shared by every layer: messages, stream deltas, final records.
 
 They are provider-neutral: each provider maps them to and from its own wire format, so
 nothing above the providers ever sees an OpenAI, llama.cpp or Ollama shape.
@@ -134,71 +134,6 @@ def _coerce_tool_call(call: object) -> ToolCall:
         _validate.text("a tool call's arguments", args),
         _validate.optional_text("a tool call's id", call_id),
     )
-
-
-ResponseFormat: TypeAlias = Literal["json", "text"] | Mapping[str, Any]
-ToolChoice: TypeAlias = Literal["auto", "none", "required"] | Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class ChatOptions:
-    """Generation options, mapped by each provider to its wire, plus the call's timeouts.
-
-    ``response_format`` is ``"json"`` for any JSON object or a JSON-schema dict.
-    ``tools`` are OpenAI-style function definitions (``{"type": "function", "function": {...}}``).
-    ``extra`` is merged into the request body as-is, for provider-specific settings
-    (llama.cpp ``top_k``/``min_p``/``grammar``, Ollama ``options``/``keep_alive``/``think``...).
-
-    ``timeout``, ``read_timeout`` and ``connect_timeout`` (seconds) override the provider's
-    for this call: the wait for the server to start answering (model loading and prompt
-    processing happen there), the longest silence once the answer streams, and the wait for
-    a connection. Every value is checked on construction: a wrong one raises
-    :class:`InvalidOptionError` naming the option and the form it takes.
-    """
-
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    system: str | None = None
-    response_format: ResponseFormat | None = None
-    tools: tuple[Mapping[str, Any], ...] = ()
-    tool_choice: ToolChoice | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    timeout: float | None = None
-    read_timeout: float | None = None
-    connect_timeout: float | None = None
-
-    def __post_init__(self) -> None:
-        # Every value in the form the providers expect (a float, not a numpy scalar; a
-        # tuple of stops), so nothing below this line meets a type it fails on.
-        v = _validate
-        put = object.__setattr__
-        put(self, "temperature", v.number("temperature", self.temperature, low=0, high=2))
-        put(self, "top_p", v.number("top_p", self.top_p, low=0, high=1, low_open=True))
-        put(self, "max_tokens", v.whole("max_tokens", self.max_tokens, minimum=1))
-        put(self, "seed", v.whole("seed", self.seed))
-        put(self, "stop", v.stop(self.stop))
-        put(self, "system", v.optional_text("system", self.system))
-        put(self, "response_format", v.response_format(self.response_format))
-        put(self, "tools", v.tools(self.tools))
-        put(self, "tool_choice", v.tool_choice(self.tool_choice, self.tools))
-        put(self, "extra", v.extra(self.extra))
-        for name in ("timeout", "read_timeout", "connect_timeout"):
-            put(self, name, v.seconds(name, getattr(self, name)))
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> ChatOptions:
-        """Build from keyword arguments; unknown keys are an error, not silently dropped."""
-        known = cls.__dataclass_fields__
-        unknown = sorted(k for k in kwargs if k not in known)
-        if unknown:
-            raise InvalidOptionError(
-                f"unknown option {', '.join(unknown)}; known: {', '.join(sorted(known))} "
-                "(put provider-specific settings in extra={...})"
-            )
-        return cls(**kwargs)
 
 
 def build_messages(prompt: object, system: str | None) -> list[Message]:

@@ -11,7 +11,8 @@ import llm_nb
 from llm_nb._config import Secret, normalize_url
 from llm_nb._errors import ConfigError, InvalidOptionError
 from llm_nb._modelid import ModelId, parse_model_id
-from llm_nb._types import ChatOptions, Message, build_messages
+from llm_nb._options import ChatOptions
+from llm_nb._types import Message, build_messages
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
 
 

@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidOptionError
+from .._options import ChatOptions
 from .._registry import registry
 from .._stats import COLUMNS
-from .._types import ChatOptions, build_messages
+from .._types import build_messages
 from . import scorers as sc
 
 if TYPE_CHECKING:

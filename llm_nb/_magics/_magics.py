@@ -173,7 +173,8 @@ class LLMMagics(Magics):
             raise MagicError(failure.message) from failure
 
     def _ask(self, args: CellArgs, cell: str, models: Sequence[str]) -> None:
-        from .._types import ChatOptions, build_messages
+        from .._options import ChatOptions
+        from .._types import build_messages
         from ._display import has_rich_display, make_view
         from ._runner import Call, run_calls
         from ._template import fill

@@ -20,8 +20,9 @@ from .._errors import LLMError
 from .._magics._display import RenderBudget
 from .._magics._figures import figures, live_figures
 from .._magics._runner import Call
+from .._options import ChatOptions
 from .._safe_html import answer_html, escape
-from .._types import ChatOptions, ChatResponse, Message
+from .._types import ChatResponse, Message
 from ._defaults import default_model, throttle_s
 from ._parts import AnswerView, ErrorLine, Panel, styled
 from ._work import Post, Worker, pump

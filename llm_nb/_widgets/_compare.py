@@ -24,10 +24,10 @@ from .._magics._figures import figures, live_figures
 from .._magics._magics import _STATS_COLUMNS
 from .._magics._render import Column, columns_bundle, columns_text
 from .._magics._runner import Call
+from .._options import ChatOptions
 from .._stats import run, stats
 from .._stats._recorder import recording_enabled
 from .._terminal import strip_controls
-from .._types import ChatOptions
 from ._catalog import Catalog, catalog
 from ._defaults import throttle_s
 from ._parts import AnswerView, ErrorLine, Panel, styled

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, Unpack
 
 import httpx
 
@@ -27,9 +27,9 @@ from .._errors import (
     ProtocolError,
     UnsupportedError,
 )
+from .._options import ChatKwargs, ChatOptions, takes_chat_options
 from .._stream import ChatStream
 from .._types import (
-    ChatOptions,
     ChatResponse,
     Delta,
     Embeddings,
@@ -263,16 +263,19 @@ class Provider:
 
     # -- chat -------------------------------------------------------------------------------
 
-    def stream(self, model: str, prompt: Prompt, **options: Any) -> ChatStream:
+    @takes_chat_options
+    def stream(self, model: str, prompt: Prompt, **options: Unpack[ChatKwargs]) -> ChatStream:
         """Stream an answer: an async iterator of deltas whose ``.response`` is the record.
 
-        ``options`` are :class:`ChatOptions` fields (temperature, max_tokens, stop, system,
+        ``options`` are those of :class:`ChatKwargs` (temperature, max_tokens, stop, system,
         response_format, tools, extra, timeout, read_timeout, ...); a wrong one raises
         :class:`InvalidOptionError` here, before anything is sent."""
         return self._make_stream(model, prompt, options, stream=True)
 
-    async def chat(self, model: str, prompt: Prompt, **options: Any) -> ChatResponse:
-        """The whole answer in one response (a non-streaming request on the wire)."""
+    @takes_chat_options
+    async def chat(self, model: str, prompt: Prompt, **options: Unpack[ChatKwargs]) -> ChatResponse:
+        """The whole answer in one response (a non-streaming request on the wire); options
+        as for :meth:`stream`."""
         return await self._make_stream(model, prompt, options, stream=False).collect()
 
     def _make_stream(

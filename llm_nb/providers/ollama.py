@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 from .._config import normalize_url
 from .._errors import InvalidOptionError, LLMError, ModelNotFoundError, NotFoundError
+from .._options import ChatOptions
 from .._types import (
-    ChatOptions,
     ChatResponse,
     Delta,
     Embeddings,

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 from .._config import normalize_url
 from .._errors import ConfigError, InvalidOptionError, LLMError, ModelNotFoundError
+from .._options import ChatOptions
 from .._types import (
-    ChatOptions,
     ChatResponse,
     Delta,
     Embeddings,
