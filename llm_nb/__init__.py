@@ -17,14 +17,18 @@ __version__ = "0.1.0"
 #: imports for type checkers at the end name the same modules and names (a test checks).
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "._types": (
+        "CallTrace",
         "ChatResponse",
+        "Delta",
         "Embeddings",
         "Health",
         "Message",
         "ModelInfo",
         "PullProgress",
         "ReasoningDelta",
+        "Role",
         "ServerTimings",
+        "Status",
         "TextDelta",
         "ToolCall",
         "ToolCallDelta",
@@ -58,6 +62,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "UnsupportedError",
     ),
     "._config": ("Secret",),
+    "._wire.http": (
+        "HTTPConfig",
+        "RetryPolicy",
+    ),
+    "._modelid": ("ModelId",),
+    ".providers.base": ("Prompt",),
     ".providers": (
         "LlamaCppProvider",
         "OllamaProvider",
@@ -66,6 +76,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "._stream": ("ChatStream",),
     "._api": (
+        "SyncProvider",
         "SyncStream",
         "achat",
         "adiscover",
@@ -78,7 +89,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "stream",
         "sync",
     ),
-    "._registry": ("registry",),
+    "._registry": (
+        "Found",
+        "Registry",
+        "registry",
+    ),
     "._stats": (
         "export",
         "history",
@@ -94,11 +109,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "evaluate",
         "scorers",
     ),
+    "._eval._plan": ("ScorerSpec",),
     "._widgets": (
         "chat_panel",
         "compare_panel",
         "model_picker",
     ),
+    "._widgets._chat": ("ChatPanel",),
+    "._widgets._compare": ("ComparePanel",),
+    "._widgets._picker": ("ModelPicker",),
     "._magics": (
         "load_ipython_extension",
         "unload_ipython_extension",
@@ -126,6 +145,7 @@ def __dir__() -> list[str]:
 # Type checkers don't run __getattr__: they read these imports instead (``X as X`` is how
 # mypy's strict mode knows a name is re-exported).
 if TYPE_CHECKING:
+    from ._api import SyncProvider as SyncProvider
     from ._api import SyncStream as SyncStream
     from ._api import achat as achat
     from ._api import adiscover as adiscover
@@ -161,12 +181,16 @@ if TYPE_CHECKING:
     from ._eval import aevaluate as aevaluate
     from ._eval import evaluate as evaluate
     from ._eval import scorers as scorers
+    from ._eval._plan import ScorerSpec as ScorerSpec
     from ._magics import load_ipython_extension as load_ipython_extension
     from ._magics import unload_ipython_extension as unload_ipython_extension
+    from ._modelid import ModelId as ModelId
     from ._options import ChatKwargs as ChatKwargs
     from ._options import ChatOptions as ChatOptions
     from ._options import ResponseFormat as ResponseFormat
     from ._options import ToolChoice as ToolChoice
+    from ._registry import Found as Found
+    from ._registry import Registry as Registry
     from ._registry import registry as registry
     from ._stats import export as export
     from ._stats import history as history
@@ -176,14 +200,18 @@ if TYPE_CHECKING:
     from ._stats import summary as summary
     from ._stats import warmup as warmup
     from ._stream import ChatStream as ChatStream
+    from ._types import CallTrace as CallTrace
     from ._types import ChatResponse as ChatResponse
+    from ._types import Delta as Delta
     from ._types import Embeddings as Embeddings
     from ._types import Health as Health
     from ._types import Message as Message
     from ._types import ModelInfo as ModelInfo
     from ._types import PullProgress as PullProgress
     from ._types import ReasoningDelta as ReasoningDelta
+    from ._types import Role as Role
     from ._types import ServerTimings as ServerTimings
+    from ._types import Status as Status
     from ._types import TextDelta as TextDelta
     from ._types import ToolCall as ToolCall
     from ._types import ToolCallDelta as ToolCallDelta
@@ -191,7 +219,13 @@ if TYPE_CHECKING:
     from ._widgets import chat_panel as chat_panel
     from ._widgets import compare_panel as compare_panel
     from ._widgets import model_picker as model_picker
+    from ._widgets._chat import ChatPanel as ChatPanel
+    from ._widgets._compare import ComparePanel as ComparePanel
+    from ._widgets._picker import ModelPicker as ModelPicker
+    from ._wire.http import HTTPConfig as HTTPConfig
+    from ._wire.http import RetryPolicy as RetryPolicy
     from .providers import LlamaCppProvider as LlamaCppProvider
     from .providers import OllamaProvider as OllamaProvider
     from .providers import OpenAIProvider as OpenAIProvider
     from .providers import Provider as Provider
+    from .providers.base import Prompt as Prompt
