@@ -111,13 +111,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "._eval._plan": ("ScorerSpec",),
     "._widgets": (
+        "ChatPanel",
+        "ComparePanel",
+        "ModelPicker",
         "chat_panel",
         "compare_panel",
         "model_picker",
     ),
-    "._widgets._chat": ("ChatPanel",),
-    "._widgets._compare": ("ComparePanel",),
-    "._widgets._picker": ("ModelPicker",),
     "._magics": (
         "load_ipython_extension",
         "unload_ipython_extension",
@@ -216,12 +216,12 @@ if TYPE_CHECKING:
     from ._types import ToolCall as ToolCall
     from ._types import ToolCallDelta as ToolCallDelta
     from ._types import Usage as Usage
+    from ._widgets import ChatPanel as ChatPanel
+    from ._widgets import ComparePanel as ComparePanel
+    from ._widgets import ModelPicker as ModelPicker
     from ._widgets import chat_panel as chat_panel
     from ._widgets import compare_panel as compare_panel
     from ._widgets import model_picker as model_picker
-    from ._widgets._chat import ChatPanel as ChatPanel
-    from ._widgets._compare import ComparePanel as ComparePanel
-    from ._widgets._picker import ModelPicker as ModelPicker
     from ._wire.http import HTTPConfig as HTTPConfig
     from ._wire.http import RetryPolicy as RetryPolicy
     from .providers import LlamaCppProvider as LlamaCppProvider

@@ -76,6 +76,10 @@ ENTRY_POINTS: dict[str, Callable[..., Any]] = {
     "astream": llm_nb.astream,
     "Provider.chat": llm_nb.Provider.chat,
     "Provider.stream": llm_nb.Provider.stream,
+    "evaluate": llm_nb.evaluate,
+    "aevaluate": llm_nb.aevaluate,
+    "chat_panel": llm_nb.chat_panel,
+    "compare_panel": llm_nb.compare_panel,
 }
 
 
@@ -85,7 +89,7 @@ def test_the_options_are_defined_once_and_every_entry_point_takes_them() -> None
     for where, fn in ENTRY_POINTS.items():
         params = inspect.signature(fn).parameters.values()
         keywords = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
-        assert keywords == options, where
+        assert keywords[-len(options) :] == options, where
         assert all(p.kind is not p.VAR_KEYWORD for p in params), where
         assert "Unpack[ChatKwargs]" in str(fn.__annotations__["options"]), where
 

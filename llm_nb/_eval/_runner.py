@@ -19,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from .._errors import InvalidOptionError
 from .._loop import Job, in_loop_thread, submit
+from .._options import ChatKwargs, takes_chat_options
 from .._stats import call_row
 from .._stats import run as stats_run
 from .._stats import warmup as warmup_calls
@@ -43,6 +44,7 @@ Results = dict[str, dict[str, Any]]
 _SIGNAL_CHECK_S = 0.25
 
 
+@takes_chat_options
 def evaluate(
     prompts: Any,
     models: str | Sequence[str],
@@ -50,13 +52,12 @@ def evaluate(
     repeats: int = 1,
     warmup: int = 1,
     concurrency: int = 4,
-    seed: int | None = None,
     scorers: ScorerSpec = None,
     expected: Any = None,
     progress: bool = True,
     run: str | None = None,
     resume: bool | None = None,
-    **options: Any,
+    **options: Unpack[ChatKwargs],
 ) -> EvalResult:
     """Ask every model every prompt ``repeats`` times; score, time and tabulate the answers.
 
@@ -69,8 +70,9 @@ def evaluate(
     ``"json_schema"``), functions ``(answer, expected[, row]) -> float | bool`` (see
     ``llm_nb.scorers``), a list of those or a dict naming them; by default exact match
     when there are expected answers. ``expected`` (one value per prompt, or one for all)
-    replaces the frame's ``expected`` column. ``**options`` are chat options (``temperature=0``,
-    ``max_tokens=64``, ``system=...``).
+    replaces the frame's ``expected`` column. ``**options`` are the chat options of
+    :class:`ChatKwargs` (``temperature=0``, ``max_tokens=64``, ``system=...``), ``seed`` as
+    described.
 
     Calls are recorded in the stats under run id ``run`` (a fresh ``eval-...`` name when
     not given). Each finished cell is saved at once; after an interrupt,
@@ -81,6 +83,7 @@ def evaluate(
     Works in scripts and inside a running Jupyter kernel (the calls run on llm_nb's own loop
     thread); Ctrl-C stops it within a moment, keeping what finished.
     """
+    seed = options.pop("seed", None)  # varied per repeat: see above
     plan, store, done, pending = prepare(
         prompts,
         models,
@@ -92,7 +95,7 @@ def evaluate(
         expected=expected,
         run=run,
         resume=resume,
-        options=options,
+        options=dict(options),
     )
     if in_loop_thread():
         raise RuntimeError("llm_nb.evaluate was called from llm_nb's loop; use aevaluate")
@@ -122,6 +125,7 @@ def wait_for(job: Job) -> Any:
             continue
 
 
+@takes_chat_options
 async def aevaluate(
     prompts: Any,
     models: str | Sequence[str],
@@ -129,16 +133,16 @@ async def aevaluate(
     repeats: int = 1,
     warmup: int = 1,
     concurrency: int = 4,
-    seed: int | None = None,
     scorers: ScorerSpec = None,
     expected: Any = None,
     progress: bool = True,
     run: str | None = None,
     resume: bool | None = None,
-    **options: Any,
+    **options: Unpack[ChatKwargs],
 ) -> EvalResult:
     """:func:`evaluate` for async code (``await llm_nb.aevaluate(...)`` in a cell): the calls
     run on the caller's loop; cancelling the task stops it, keeping what finished."""
+    seed = options.pop("seed", None)  # varied per repeat: see above
     plan, store, done, pending = prepare(
         prompts,
         models,
@@ -150,7 +154,7 @@ async def aevaluate(
         expected=expected,
         run=run,
         resume=resume,
-        options=options,
+        options=dict(options),
     )
     shown = make_progress(progress, f"evaluate {plan.run}")
     shown.start(len(plan.cells), len(done))

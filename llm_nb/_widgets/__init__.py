@@ -50,8 +50,9 @@ Compare panel ``llm-nb-compare``:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Unpack
 
+from .._options import ChatKwargs, takes_chat_options
 from ._chat import ChatPanel
 from ._compare import ComparePanel
 from ._defaults import default_model, set_default_model
@@ -75,16 +76,21 @@ def model_picker() -> ModelPicker:
     return ModelPicker()
 
 
+@takes_chat_options
 def chat_panel(
-    model: str | None = None, *, throttle_s: float | None = None, **options: Any
+    model: str | None = None, *, throttle_s: float | None = None, **options: Unpack[ChatKwargs]
 ) -> ChatPanel:
     """A multi-turn chat with ``model`` (default: the default model): Send, Stop, the answer
     streaming live as Markdown, and its figures."""
     return ChatPanel(model, throttle_s=throttle_s, **options)
 
 
+@takes_chat_options
 def compare_panel(
-    models: Sequence[str] | None = None, *, throttle_s: float | None = None, **options: Any
+    models: Sequence[str] | None = None,
+    *,
+    throttle_s: float | None = None,
+    **options: Unpack[ChatKwargs],
 ) -> ComparePanel:
     """One prompt to several models: answers stream side by side, then the run's stats table
     and a plot of ttft and tokens/s."""
