@@ -97,7 +97,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "._stats": (
         "export",
         "history",
-        "run",
+        "new_run",
         "set_price",
         "stats",
         "summary",
@@ -126,10 +126,21 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
 
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
+#: Old names still answered, with a DeprecationWarning naming the new one.
+_RENAMED = {"run": "new_run"}
+
 __all__ = sorted(_MODULE_OF)
 
 
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        import warnings
+
+        new = _RENAMED[name]
+        warnings.warn(
+            f"llm_nb.{name} is now llm_nb.{new} (same arguments)", DeprecationWarning, stacklevel=2
+        )
+        return __getattr__(new)
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module 'llm_nb' has no attribute {name!r}")
@@ -194,7 +205,7 @@ if TYPE_CHECKING:
     from ._registry import registry as registry
     from ._stats import export as export
     from ._stats import history as history
-    from ._stats import run as run
+    from ._stats import new_run as new_run
     from ._stats import set_price as set_price
     from ._stats import stats as stats
     from ._stats import summary as summary

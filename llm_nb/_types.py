@@ -296,7 +296,7 @@ class _ChatResponseFields:
     error: BaseException | None = None
     stream: bool = True
     trace: CallTrace = field(default_factory=CallTrace)
-    #: Identity for the stats: set when the call starts (see llm_nb.run / llm_nb.warmup).
+    #: Identity for the stats: set when the call starts (see llm_nb.new_run / llm_nb.warmup).
     call_id: str = ""
     run_id: str | None = None
     warmup: bool = False

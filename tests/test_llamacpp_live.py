@@ -264,7 +264,7 @@ def test_server_facts_are_what_the_server_reports(llama_server: Any) -> None:
     not report one."""
     mid = f"llamacpp:smollm2@{llama_server.url.split('://')[1]}"
     run = f"facts-{llama_server.program.kind}"
-    with llm_nb.run(run):
+    with llm_nb.new_run(run):
         assert llm_nb.chat(mid, "Say hello.", max_tokens=4).text
     props = httpx.get(f"{llama_server.url}/props", timeout=10).json()
     deadline = time.monotonic() + 10

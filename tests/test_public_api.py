@@ -55,6 +55,15 @@ def test_every_name_is_defined_where_the_table_says() -> None:
         llm_nb.chatt  # type: ignore[attr-defined]  # noqa: B018
 
 
+def test_the_old_name_of_new_run_still_works_and_says_so() -> None:
+    assert "run" not in llm_nb.__all__
+    with pytest.warns(DeprecationWarning, match=r"llm_nb\.run is now llm_nb\.new_run"):
+        old = llm_nb.run  # type: ignore[attr-defined]
+    assert old is llm_nb.new_run
+    with old("renamed") as run_id:
+        assert run_id == "renamed"
+
+
 def test_import_defines_names_and_imports_nothing() -> None:
     code = (
         "import sys, llm_nb\n"

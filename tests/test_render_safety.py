@@ -296,7 +296,7 @@ def test_models_table_and_stats_escape_model_names(server: str) -> None:
     html = frame._repr_html_()
     assert html is not None and "&lt;img" in html
     assert MODEL_NAME in assert_frame_inert(html).shown
-    with llm_nb.run() as run_id:
+    with llm_nb.new_run() as run_id:
         llm_nb.chat(f"openai:{MODEL_NAME}@{server}", "hi")
     stats = llm_nb.stats(run_id)
     assert len(stats) == 1

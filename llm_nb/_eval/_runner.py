@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 from .._errors import InvalidOptionError
 from .._loop import Job, in_loop_thread, submit
 from .._options import ChatKwargs, takes_chat_options
-from .._stats import call_row
-from .._stats import run as stats_run
+from .._stats import call_row, new_run
 from .._stats import warmup as warmup_calls
 from .._types import ChatResponse
 from ._plan import Cell, Plan, ScorerSpec, make_plan
@@ -234,7 +233,7 @@ async def run_cells(
     for cell in sorted(pending, key=lambda c: (c.repeat, c.index)):
         by_model.setdefault(cell.model_id, []).append(cell)
     try:
-        with stats_run(plan.run):
+        with new_run(plan.run):
             async with asyncio.TaskGroup() as tg:
                 for host, model_ids in plan.hosts().items():
                     limit = asyncio.Semaphore(plan.concurrency)

@@ -43,7 +43,7 @@ _STATS_HELP = f"""usage: {_STATS_USAGE}
 The figures of every call recorded in this session, one row per call, as a DataFrame.
 
 positional arguments:
-  RUN_ID      only this run's calls: a `with llm_nb.run(...)` block, one %%llm cell
+  RUN_ID      only this run's calls: a `with llm_nb.new_run(...)` block, one %%llm cell
               with several models, or an evaluation
 
 options:
@@ -199,9 +199,9 @@ class LLMMagics(Magics):
         view = make_view(shell, fmt)
         run_id = None
         if len(calls) > 1:
-            from .._stats import run
+            from .._stats import new_run
 
-            with run() as run_id:
+            with new_run() as run_id:
                 interrupted = run_calls(calls, view, self.throttle_s)
         else:
             interrupted = run_calls(calls, view, self.throttle_s)

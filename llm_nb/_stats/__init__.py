@@ -1,7 +1,7 @@
 """Measurement: one row per call with the METRICS.md columns, frames, summaries and the store.
 
 Public entry points (re-exported by ``llm_nb``): :func:`stats`, :func:`summary`,
-:func:`history`, :func:`export`, :func:`run`, :func:`warmup`, :func:`set_price`.
+:func:`history`, :func:`export`, :func:`new_run`, :func:`warmup`, :func:`set_price`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._pricing import set_price
-from ._recorder import Recorder, get_recorder, run, warmup
+from ._recorder import Recorder, get_recorder, new_run, warmup
 from ._row import COLUMNS, call_row
 from ._store import StatsStoreError, StatsStoreWarning
 
@@ -28,7 +28,7 @@ __all__ = [
     "export",
     "get_recorder",
     "history",
-    "run",
+    "new_run",
     "set_price",
     "stats",
     "summary",

@@ -2,7 +2,7 @@
 
 On by default: the first call anywhere installs the process-wide recorder, unless
 ``LLM_NB_RECORD=0``. Rows are kept in memory as dicts (pandas is imported only when a frame is
-asked for) and appended to the on-disk store. ``run()`` groups calls under one run id and
+asked for) and appended to the on-disk store. ``new_run()`` groups calls under one run id and
 ``warmup()`` marks calls to leave out of summaries; both are context variables, so they follow
 a call into tasks and onto llm_nb's loop thread.
 """
@@ -40,13 +40,17 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-#: Calls made outside any ``run()`` belong to this process's session run.
+#: Calls made outside any ``new_run()`` belong to this process's session run.
 SESSION_RUN_ID = _new_id("session")
 
 
 @contextlib.contextmanager
-def run(name: str | None = None) -> Iterator[str]:
-    """Group the calls made inside under one run id (returned): ``with llm_nb.run("cmp"):``."""
+def new_run(name: str | None = None) -> Iterator[str]:
+    """Record the calls made inside as one run: ``with llm_nb.new_run("cmp") as run_id:``.
+
+    A run is a named group of calls (their ``run_id`` column), which ``stats(run_id)``,
+    ``summary(run_id)`` and ``history(run=...)`` read back; ``evaluate(run=...)`` names the
+    run an evaluation records into. Without ``name``, a fresh ``run-...`` id is made."""
     run_id = name or _new_id("run")
     token = _run_id.set(run_id)
     try:

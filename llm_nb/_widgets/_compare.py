@@ -25,7 +25,7 @@ from .._magics._magics import _STATS_COLUMNS
 from .._magics._render import Column, columns_bundle, columns_text
 from .._magics._runner import Call
 from .._options import ChatOptions
-from .._stats import run, stats
+from .._stats import new_run, stats
 from .._stats._recorder import recording_enabled
 from .._terminal import strip_controls
 from ._catalog import Catalog, catalog
@@ -175,7 +175,7 @@ class ComparePanel(Panel):
         return throttle_s(self._throttle_s)
 
     async def _run_all(self, post: Post) -> None:
-        with run() as run_id:
+        with new_run() as run_id:
             self.run_id = run_id
             await pump(self.calls, self._draw, self.throttle_s, post)
 
