@@ -98,6 +98,7 @@ async def amodels(model_or_provider: str | None = None) -> list[ModelInfo]:
 
 
 def models(model_or_provider: str | None = None) -> list[ModelInfo]:
+    """:func:`amodels`, blocking."""
     return run_sync(amodels(model_or_provider))
 
 
@@ -107,6 +108,7 @@ async def adiscover(timeout: float = 0.5) -> list[Found]:
 
 
 def discover(timeout: float = 0.5) -> list[Found]:
+    """:func:`adiscover`, blocking: the servers found, each registered for model ids."""
     return run_sync(adiscover(timeout))
 
 
@@ -149,6 +151,7 @@ class SyncStream:
             run_sync(self._stream.aclose())
 
     def collect(self) -> ChatResponse:
+        """Read the rest of the stream; the record of the whole call."""
         for _ in self:
             pass
         return self.response
@@ -195,4 +198,5 @@ def _blocking(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def sync(p: Provider) -> SyncProvider:
+    """A blocking view of ``p``: the same methods, run on llm_nb's loop thread."""
     return SyncProvider(p)

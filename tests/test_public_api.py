@@ -19,6 +19,7 @@ import pytest
 
 import llm_nb
 from llm_nb import ChatKwargs, ChatOptions
+from tools.api_reference import MADE_BY_LLM_NB
 
 INIT = Path(llm_nb.__file__)
 
@@ -246,11 +247,6 @@ def _defined_in(module: str, expr: str) -> Iterator[tuple[str, str]]:
             where = f"{where}.{attr}" if _is_module(f"{where}.{attr}") else _origin(where, attr)
         if isinstance(where, tuple):
             yield where
-
-
-#: Their instances come from llm_nb (a provider's ``stream()``, ``evaluate()``): what their
-#: constructors take is llm_nb's own plumbing, not API.
-MADE_BY_LLM_NB = frozenset({"ChatStream", "EvalResult"})
 
 
 class _Alias:
