@@ -1,7 +1,7 @@
 """Fidelity: llm_nb's client-side timings against the ones a real llama-server reports.
 
 About 20 streamed calls (prompt cache off, so every call evaluates its prompt; ``ignore_eos``
-so every call decodes the same number of tokens) to a llama-server; for each, the METRICS.md
+so every call decodes the same number of tokens) to a llama-server; for each, the docs/METRICS.md
 row's ``decode_s`` against the server's ``predicted_ms`` and ``ttft_s`` against its
 ``prompt_ms``. Decode: the client sees n-1 gaps between n tokens, the server times n decode
 steps, so the ratio is also given per token. TTFT is always longer than the prompt evaluation

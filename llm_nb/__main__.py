@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _figures(r: object) -> str:
-    """One line of METRICS.md figures; an interrupted answer's count is of the chunks that
+    """One line of docs/METRICS.md figures; an interrupted answer's count is of the chunks that
     came (the server sends no usage for it), and says so."""
     import math
 

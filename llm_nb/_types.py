@@ -204,7 +204,8 @@ class Usage:
 @dataclass(frozen=True, slots=True)
 class ServerTimings:
     """Server-side timings in milliseconds, from llama-server ``timings`` or Ollama
-    ``*_duration`` (nanoseconds, converted). Field names match METRICS.md's ``srv_*`` columns."""
+    ``*_duration`` (nanoseconds, converted). Field names match the ``srv_*`` columns of
+    docs/METRICS.md."""
 
     prompt_n: int | None = None
     prompt_ms: float | None = None

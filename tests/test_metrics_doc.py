@@ -29,3 +29,23 @@ def test_every_recorded_column_is_defined() -> None:
 def test_every_defined_column_is_recorded() -> None:
     extra = sorted(_defined_columns() - set(COLUMNS))
     assert not extra, f"docs/METRICS.md defines columns llm_nb does not record: {extra}"
+
+
+def test_every_mention_points_at_the_file_in_docs() -> None:
+    """README, notebooks, docs, benchmarks, docstrings and help texts name docs/METRICS.md
+    (or link it relatively from docs/), never a METRICS.md the repository does not have."""
+    root = DOC.parents[1]
+    files = [
+        root / "README.md",
+        *root.glob("docs/*.md"),
+        *root.glob("notebooks/*.ipynb"),
+        *root.glob("benchmarks/*.*"),
+        *root.glob("llm_nb/**/*.py"),
+    ]
+    bare = [
+        f"{path.relative_to(root)}: {line.strip()}"
+        for path in files
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if re.search(r"(?<![/\w(])METRICS\.md", line)
+    ]
+    assert len(files) > 50 and not bare, "\n".join(bare)

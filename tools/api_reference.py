@@ -67,6 +67,12 @@ def _text(doc: str | None) -> str:
     return doc.replace("``", "`").strip()
 
 
+def _unparse(node: ast.AST) -> str:
+    """Source text of a node, with strings in double quotes as the code is written (and as
+    ruff formats the page's code blocks)."""
+    return re.sub(r"'([^'\"\\]*)'", r'"\1"', ast.unparse(node))
+
+
 def _source_node(obj: Any) -> ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef:
     source = textwrap.dedent(inspect.getsource(obj))
     node = ast.parse(source).body[0]
@@ -94,7 +100,7 @@ def _signature(
         params.append("**" + _param(a.kwarg, None))
     if drop_self and positional and positional[0].arg in ("self", "cls"):
         params.pop(0)
-    returns = f" -> {ast.unparse(node.returns)}" if node.returns else ""
+    returns = f" -> {_unparse(node.returns)}" if node.returns else ""
     line = f"({', '.join(params)}){returns}"
     if wrap and len(line) > 80:
         line = "(\n" + "".join(f"    {p},\n" for p in params) + f"){returns}"
@@ -104,11 +110,11 @@ def _signature(
 def _param(arg: ast.arg, default: ast.expr | None) -> str:
     text = arg.arg
     if arg.annotation is not None:
-        text += f": {ast.unparse(arg.annotation)}"
+        text += f": {_unparse(arg.annotation)}"
         if default is not None:
-            text += f" = {ast.unparse(default)}"
+            text += f" = {_unparse(default)}"
     elif default is not None:
-        text += f"={ast.unparse(default)}"
+        text += f"={_unparse(default)}"
     return text
 
 
@@ -160,7 +166,7 @@ def _field_docs(cls: type) -> Iterator[tuple[str, str, str]]:
             if not isinstance(stmt, ast.AnnAssign) or not isinstance(stmt.target, ast.Name):
                 continue
             name = stmt.target.id
-            if name.startswith("_") or "ClassVar" in ast.unparse(stmt.annotation):
+            if name.startswith("_") or "ClassVar" in _unparse(stmt.annotation):
                 continue
             after = body[i + 1] if i + 1 < len(body) else None
             if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
@@ -174,7 +180,7 @@ def _field_docs(cls: type) -> Iterator[tuple[str, str, str]]:
                 doc = " ".join(comments)
             if name not in seen:
                 seen.add(name)
-                yield name, ast.unparse(stmt.annotation), doc
+                yield name, _unparse(stmt.annotation), doc
 
 
 def _members(cls: type, skip: set[str]) -> Iterator[tuple[str, str]]:
@@ -189,7 +195,7 @@ def _members(cls: type, skip: set[str]) -> Iterator[tuple[str, str]]:
             if isinstance(member, property) and member.fget is not None:
                 node = _source_node(member.fget)
                 assert not isinstance(node, ast.ClassDef)
-                kind = f": {ast.unparse(node.returns)}" if node.returns else ""
+                kind = f": {_unparse(node.returns)}" if node.returns else ""
                 yield f"{name}{kind}", _doc(member)
             elif isinstance(member, staticmethod | classmethod) or inspect.isfunction(member):
                 fn = member.__func__ if isinstance(member, staticmethod | classmethod) else member
@@ -206,8 +212,8 @@ def _class(name: str, cls: type) -> list[str]:
     assert isinstance(node, ast.ClassDef)
     hidden = {b.__name__ for b in cls.__bases__ if b.__module__.startswith("llm_nb")}
     hidden -= {b.__name__ for b in _public_bases(cls)}
-    bases = [ast.unparse(b) for b in node.bases if ast.unparse(b) not in hidden]
-    bases += [ast.unparse(k) for k in node.keywords]
+    bases = [_unparse(b) for b in node.bases if _unparse(b) not in hidden]
+    bases += [_unparse(k) for k in node.keywords]
     head = f"class {name}" + (f"({', '.join(bases)})" if bases else "")
     init = vars(cls).get("__init__")
     own_init = inspect.isfunction(init) and init.__qualname__ == f"{cls.__qualname__}.__init__"
@@ -264,7 +270,7 @@ def _alias(name: str, module: ModuleType) -> list[str]:
             target = stmt.targets[0]
         if isinstance(target, ast.Name) and target.id == name:
             assert isinstance(stmt, ast.Assign | ast.AnnAssign) and stmt.value is not None
-            value = ast.unparse(stmt.value)
+            value = _unparse(stmt.value)
             after = body[i + 1] if i + 1 < len(body) else None
             doc = ""
             if isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):

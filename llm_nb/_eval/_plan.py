@@ -29,7 +29,7 @@ from . import scorers as sc
 if TYPE_CHECKING:
     from ..providers.base import Provider
 
-#: Columns the evaluation adds to the prompt rows (besides the METRICS.md ones).
+#: Columns the evaluation adds to the prompt rows (besides the docs/METRICS.md ones).
 CELL_COLUMNS = ("model_id", "repeat", "seed", "answer", "reasoning", "error")
 
 #: Scorers by the names ``scorers=["exact", ...]`` accepts.

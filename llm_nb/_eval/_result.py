@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class EvalResult:
     """``frame``: one row per (prompt, model, repeat) with the prompt's columns, model_id,
     repeat, seed, answer, reasoning, error, one ``score_<name>`` column per scorer and the
-    METRICS.md columns. ``summary``: one row per model with the mean of each score, ``n``
+    docs/METRICS.md columns. ``summary``: one row per model with the mean of each score, ``n``
     (cells) and the stats summary columns (n_ok, error_rate, ttft_s/tpot_s/e2e_s/output_tps
     mean and percentiles, throughput, host and server facts). ``resumed``: how many cells
     came from the saved run rather than from calls made now."""

@@ -305,7 +305,7 @@ async def _cell(
 
 
 def cell_result(cell: Cell, record: ChatResponse, error: Exception | None) -> dict[str, Any]:
-    """What is saved of a finished cell: identity, answer, error and its METRICS.md row."""
+    """What is saved of a finished cell: identity, answer, error and its docs/METRICS.md row."""
     row = observed_row(record)
     started = row["started_at"]
     row["started_at"] = started.isoformat() if started is not None else None

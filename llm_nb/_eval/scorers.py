@@ -3,7 +3,7 @@
 A score is a number; True and False count as 1 and 0, and None means "not scored" (NaN in
 the frame, left out of means), e.g. an exact match on a prompt that has no expected answer.
 Any Python callable with that signature is a scorer; ``row`` is the cell's frame row as a
-dict (prompt, expected, model_id, repeat, the prompt frame's other columns, METRICS.md
+dict (prompt, expected, model_id, repeat, the prompt frame's other columns, docs/METRICS.md
 figures). Use the plain functions as they are (``scorers.exact``) and the factories with
 their argument (``scorers.matches(r"\\b42\\b")``, ``scorers.json_schema({...})``).
 

@@ -1,6 +1,6 @@
 """The figures under each side-by-side column: time to first token, tokens/s, tokens, cost.
 
-Final figures are read from the call's METRICS.md row (``llm_nb._stats.call_row``, which
+Final figures are read from the call's docs/METRICS.md row (``llm_nb._stats.call_row``, which
 also prices it), so a column and the stats table below it can never disagree. While a call
 streams, only what is already known is shown: its first-token time and chunks so far.
 """
@@ -15,7 +15,7 @@ from .._types import ChatResponse
 
 @dataclass(frozen=True, slots=True)
 class Figures:
-    """METRICS.md values of one call; NaN where unknown (cost of an unmetered local model)."""
+    """docs/METRICS.md values of one call; NaN where unknown (cost of an unmetered local model)."""
 
     ttft_s: float
     output_tps: float

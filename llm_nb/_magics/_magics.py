@@ -269,7 +269,7 @@ class LLMMagics(Magics):
     def llm_stats(self, line: str) -> pd.DataFrame | None:
         """%llm_stats [RUN_ID] [--summary]
 
-        Every call recorded in this session, one row each (the METRICS.md columns), or one
+        Every call recorded in this session, one row each (the docs/METRICS.md columns), or one
         run's calls; ``--summary`` gives one row per model with means and percentiles.
         ``%llm_stats --help`` says more.
         """

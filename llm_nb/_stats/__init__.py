@@ -1,4 +1,4 @@
-"""Measurement: one row per call with the METRICS.md columns, frames, summaries and the store.
+"""Measurement: one row per call with the docs/METRICS.md columns, frames, summaries and the store.
 
 Public entry points (re-exported by ``llm_nb``): :func:`stats`, :func:`summary`,
 :func:`history`, :func:`export`, :func:`new_run`, :func:`warmup`, :func:`set_price`.

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 NAN = math.nan
 _MIB = float(2**20)
 
-#: The keys of :meth:`HardwareSampler.window`, in METRICS.md order.
+#: The keys of :meth:`HardwareSampler.window`, in docs/METRICS.md order.
 WINDOW_KEYS = ("cpu_pct", "rss_mb", "gpu_util_pct", "gpu_mem_mb", "gpu_power_w", "gpu_energy_j")
 
 #: History kept, in seconds: long enough for any one call, bounded for a kernel left running.

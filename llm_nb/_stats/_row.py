@@ -1,4 +1,4 @@
-"""One call's record turned into one row of METRICS.md columns (a plain dict, no pandas).
+"""One call's record turned into one row of docs/METRICS.md columns (a plain dict, no pandas).
 
 Every duration is a difference of ``time.perf_counter_ns`` stamps taken in this process;
 ``started_at`` is the call's only wall-clock value. Missing values are NaN, never 0, so a
@@ -19,7 +19,7 @@ from ._pricing import cost_usd
 
 NAN = math.nan
 
-#: The per-call columns, in METRICS.md order.
+#: The per-call columns, in docs/METRICS.md order.
 COLUMNS: tuple[str, ...] = (
     "call_id", "run_id", "provider", "host", "model", "model_reported", "stream", "warmup",
     "status", "error_type", "finish_reason", "finish_reason_raw", "started_at",
@@ -63,7 +63,7 @@ def call_row(
     *,
     hardware: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The METRICS.md row for one call, priced from the pricing table."""
+    """The docs/METRICS.md row for one call, priced from the pricing table."""
     t = record.trace
     tokens = t.token_times_ns
     send = t.t_send_ns
