@@ -19,7 +19,7 @@ import pytest
 
 import llm_nb
 from llm_nb import _observers
-from llm_nb._stats import COLUMNS, Recorder, _frames, call_row, run, set_price, warmup
+from llm_nb._stats import COLUMNS, Recorder, _frames, call_row, new_run, set_price, warmup
 from llm_nb._stats._store import Store
 from llm_nb._types import CallTrace, ChatResponse, ServerTimings, Usage
 from llm_nb._wire.http import RetryPolicy
@@ -198,7 +198,7 @@ async def test_recorder_rows_runs_warmup_and_store(rec: Recorder, tmp_path: Path
     p = mock(LlamaCppProvider)
     with warmup():
         await p.stream("m", "hi").collect()
-    with run("cmp-1") as run_id:
+    with new_run("cmp-1") as run_id:
         await p.stream("m", "hi").collect()
         await p.chat("m", "hi")
     rows = rec.rows()
@@ -243,7 +243,7 @@ async def test_run_id_follows_sync_calls_onto_the_loop_thread(rec: Recorder) -> 
     p = mock(OpenAIProvider, host="api.openai.com:443")  # the mock transport answers
 
     def sync_calls() -> None:
-        with run("sync-run"):
+        with new_run("sync-run"):
             llm_nb.sync(p).chat("gpt-4o-mini", "hi")
             list(llm_nb.sync(p).stream("gpt-4o-mini", "hi"))
 
@@ -257,7 +257,7 @@ async def test_run_id_follows_sync_calls_onto_the_loop_thread(rec: Recorder) -> 
 
 async def test_summary_excludes_warmup_and_counts_errors(rec: Recorder) -> None:
     p = mock(LlamaCppProvider)
-    with run("s1"):
+    with new_run("s1"):
         with warmup():
             await p.chat("m", "hi")
         for _ in range(4):
@@ -485,7 +485,7 @@ async def test_fidelity_against_llama_server(rec: Recorder, llama_server: Any) -
     """Median client decode_s within 2% of the server's predicted_ms, and token counts equal
     to the server's usage, over a batch of sequential calls."""
     async with LlamaCppProvider(llama_server.url) as p:
-        with run("fidelity"):
+        with new_run("fidelity"):
             for i in range(8):
                 await p.stream(
                     "smollm2",
