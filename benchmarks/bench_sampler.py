@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from llm_nb._stats._hardware import HardwareSampler
+from llm_nb._stats._sampler import HardwareSampler
 
 
 def cpu_seconds_over(seconds: float, sampler: HardwareSampler | None) -> float:

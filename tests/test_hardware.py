@@ -17,13 +17,9 @@ from typing import Any
 import psutil
 import pytest
 
-from llm_nb._stats._hardware import (
-    WINDOW_KEYS,
-    HardwareSampler,
-    _host_facts,
-    get_sampler,
-    host_facts,
-)
+from llm_nb._stats._host import host_facts, host_facts_from
+from llm_nb._stats._sampler import HardwareSampler, get_sampler
+from llm_nb._stats._window import WINDOW_KEYS
 
 GPU_KEYS = ("gpu_util_pct", "gpu_mem_mb", "gpu_power_w", "gpu_energy_j")
 THREAD_NAME = "llm_nb-hw-sampler"
@@ -267,7 +263,7 @@ def test_failing_nvml_init_gives_nan_and_no_warning() -> None:
 
 
 def test_fake_nvml_host_facts() -> None:
-    facts = _host_facts(FakeNvml())
+    facts = host_facts_from(FakeNvml())
     assert facts["gpu_count"] == 2
     assert facts["gpu_name"] == "Fake H100"  # bytes decoded, duplicates named once
     assert facts["gpu_driver"] == "550.54.15"

@@ -148,7 +148,7 @@ def summarize(frame: pd.DataFrame, scorer_names: list[str]) -> pd.DataFrame:
     import pandas as pd
 
     from .._stats._frames import summary as stats_summary
-    from .._stats._hardware import host_facts
+    from .._stats._host import host_facts
     from .._stats._recorder import get_recorder
 
     score_columns = [f"score_{name}" for name in scorer_names]

@@ -27,7 +27,7 @@ from ._row import call_row
 from ._store import Store, cause, warn_once
 
 if TYPE_CHECKING:
-    from ._hardware import HardwareSampler
+    from ._sampler import HardwareSampler
 
 log = logging.getLogger("llm_nb.stats")
 
@@ -138,7 +138,7 @@ class Recorder:
     # -- facts ------------------------------------------------------------------------------
 
     def host_facts(self) -> dict[str, Any]:
-        from ._hardware import host_facts
+        from ._host import host_facts
 
         return dict(host_facts())
 
@@ -218,7 +218,7 @@ def get_recorder() -> Recorder:
     global _default
     with _default_lock:
         if _default is None:
-            from ._hardware import get_sampler
+            from ._sampler import get_sampler
 
             _default = Recorder(Store(), get_sampler())
         return _default
