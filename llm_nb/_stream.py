@@ -27,7 +27,7 @@ from ._types import (
     ToolCallDelta,
 )
 from ._wire._lines import IncrementalDecoder, drain
-from ._wire.http import stall_message
+from ._wire.connection import stall_message
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -107,7 +107,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "redaction-removed",
-        "llm_nb/_wire/http.py",
+        "llm_nb/_wire/redact.py",
         '    if secret:\n        message = message.replace(secret, "[redacted]")\n'
         '    return " ".join(redact_keylike(message).split())\n',
         '    return " ".join(message.split())\n',

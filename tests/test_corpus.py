@@ -30,7 +30,7 @@ from llm_nb import (
 )
 from llm_nb._registry import Registry
 from llm_nb._stats import call_row
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
 from llm_nb.providers.base import Provider
 

@@ -15,7 +15,7 @@ from llm_nb import ContextLengthError, ProtocolError, RateLimitError, ServerErro
 from llm_nb._stats import call_row
 from llm_nb._types import ChatResponse
 from llm_nb._wire.finish import normalize_finish
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
 
 

@@ -23,7 +23,7 @@ from llm_nb import (
     ServiceUnavailableError,
 )
 from llm_nb._wire.errors import classify, error_body, parse_error_body, status_error
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
 
 

@@ -35,7 +35,7 @@ from llm_nb._eval import scorers as scorer_module
 from llm_nb._eval._store import CellStore, run_path
 from llm_nb._loop import get_loop
 from llm_nb._registry import Registry
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider
 from tests.kernels import iopub_until_idle, started_kernel
 

@@ -39,8 +39,9 @@ from llm_nb._stats import Recorder
 from llm_nb._stream import ChatStream
 from llm_nb._types import TextDelta
 from llm_nb._wire._lines import MAX_LINE_BYTES
-from llm_nb._wire.http import HTTPConfig, RetryPolicy
+from llm_nb._wire.http import HTTPConfig
 from llm_nb._wire.ndjson import NDJSONDecoder
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb._wire.sse import SSEDecoder
 from llm_nb.providers import LlamaCppProvider
 from llm_nb.providers.base import Provider

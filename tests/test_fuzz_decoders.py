@@ -32,8 +32,8 @@ from hypothesis import strategies as st
 from llm_nb import _observers
 from llm_nb._errors import LLMError, ProtocolError
 from llm_nb._loop import run_sync
-from llm_nb._wire.http import RetryPolicy
 from llm_nb._wire.ndjson import NDJSONDecoder
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb._wire.sse import SSEDecoder, SSEEvent
 from llm_nb.providers import OllamaProvider, OpenAIProvider
 

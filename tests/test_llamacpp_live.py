@@ -30,7 +30,7 @@ from llm_nb._embedded.program import native_program, prebuilt_program
 from llm_nb._embedded.server import LlamaServer, free_port
 from llm_nb._registry import Registry
 from llm_nb._stats._frames import build_label
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OpenAIProvider
 
 pytestmark = pytest.mark.server

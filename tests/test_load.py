@@ -33,7 +33,8 @@ from llm_nb._embedded.server import LlamaServer
 from llm_nb._stats import Recorder
 from llm_nb._stream import ChatStream
 from llm_nb._types import ChatResponse
-from llm_nb._wire.http import HTTPConfig, RetryPolicy
+from llm_nb._wire.http import HTTPConfig
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider
 from tests.faults import LLAMACPP, OLLAMA, FaultServer, Wire, client_sockets, plays, until
 from tests.faults.recording import only_recorder

@@ -13,7 +13,7 @@ import pytest
 
 import llm_nb
 from llm_nb import ModelNotFoundError, TextDelta
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OpenAIProvider
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openai"

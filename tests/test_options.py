@@ -28,7 +28,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import llm_nb
 from llm_nb import ChatOptions, InvalidOptionError, LLMError, Message, OpenAIProvider
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 
 HOST = "127.0.0.1:9"
 MODEL_ID = f"openai:m@{HOST}"

@@ -24,7 +24,7 @@ from llm_nb import (
     ToolCallDelta,
     UnsupportedError,
 )
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
 
 FAST = RetryPolicy(max_retries=2, initial_delay_s=0.001, max_delay_s=0.002)

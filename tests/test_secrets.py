@@ -38,7 +38,8 @@ from llm_nb._embedded.server import LlamaServer, free_port
 from llm_nb._errors import AuthenticationError, LLMError
 from llm_nb._stats import Recorder, _frames
 from llm_nb._stats._store import Store
-from llm_nb._wire.http import HTTPConfig, RetryPolicy
+from llm_nb._wire.http import HTTPConfig
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider
 from llm_nb.providers.base import Provider
 from tests.faults import WIRES, Conn, FaultServer, Request, Wire, plays

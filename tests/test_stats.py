@@ -22,7 +22,7 @@ from llm_nb import _observers
 from llm_nb._stats import COLUMNS, Recorder, _frames, call_row, new_run, set_price, warmup
 from llm_nb._stats._store import Store
 from llm_nb._types import CallTrace, ChatResponse, ServerTimings, Usage
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
 
 MS = 1_000_000

@@ -28,7 +28,7 @@ from llm_nb import LLMError
 from llm_nb._stats import Recorder, StatsStoreError, StatsStoreWarning, call_row
 from llm_nb._stats._store import Store
 from llm_nb._types import ChatResponse
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import OpenAIProvider
 
 

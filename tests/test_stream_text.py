@@ -11,7 +11,7 @@ import httpx
 
 from llm_nb import TextDelta
 from llm_nb._types import ChatResponse
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import OpenAIProvider
 
 

@@ -27,8 +27,8 @@ from llm_nb._wire.http import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
-    RetryPolicy,
 )
+from llm_nb._wire.retry import RetryPolicy
 from tests.faults import LLAMACPP, OPENAI, Conn, FaultServer, Request, plays
 from tests.faults.recording import QuietRecorder, only_recorder
 

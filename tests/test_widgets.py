@@ -32,7 +32,7 @@ from llm_nb._registry import registry
 from llm_nb._safe_html import escape, markdown_html, note_html
 from llm_nb._widgets import ChatPanel, ComparePanel, ModelPicker, _defaults, _picker
 from llm_nb._widgets._compare import _plot_widget
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers.llamacpp import LlamaCppProvider
 from tests.contract import OllamaContractServer
 from tests.faults import LLAMACPP, Conn, FaultServer, Request, plays

@@ -8,6 +8,7 @@ from typing import Any
 
 from .._errors import ProtocolError
 from ._lines import MAX_LINE_BYTES, LineSplitter
+from .redact import redact_keylike
 
 
 def parse_json(text: str | bytes, what: str = "stream frame") -> Any:
@@ -46,8 +47,6 @@ def _excerpt(text: str) -> str:
     servers echo keys back (``Incorrect API key provided: sk-...``), and unlike the error
     bodies a provider maps, this text reaches the message without the provider's redaction.
     Redacted before it is cut, so a key at the cut cannot leave a piece behind."""
-    from .http import redact_keylike  # http imports this module
-
     return redact_keylike(text[:1000])[:80]
 
 

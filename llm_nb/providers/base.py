@@ -40,9 +40,12 @@ from .._types import (
     build_messages,
 )
 from .._wire import errors as wire_errors
-from .._wire import http as wire
 from .._wire._lines import IncrementalDecoder
+from .._wire.connection import connect_error
+from .._wire.http import HTTPConfig, make_client
 from .._wire.ndjson import parse_json
+from .._wire.redact import clean_message
+from .._wire.retry import RetryPolicy, retry_after_s, send
 
 Prompt = str | Message | Mapping[str, Any] | Sequence[Message | Mapping[str, Any] | str]
 
@@ -79,8 +82,8 @@ class Provider:
         base_url: str | None = None,
         *,
         api_key: str | Secret | None = None,
-        http: wire.HTTPConfig | None = None,
-        retry: wire.RetryPolicy | None = None,
+        http: HTTPConfig | None = None,
+        retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
@@ -96,8 +99,8 @@ class Provider:
         self.base_url = self._normalize_base_url(str(url))
         self.host = host_of(self.base_url)
         self._api_key = resolve_secret(api_key, self.env_key, self.name)
-        self.http = (http or wire.HTTPConfig()).with_limits(*limits)
-        self.retry = retry or wire.RetryPolicy()
+        self.http = (http or HTTPConfig()).with_limits(*limits)
+        self.retry = retry or RetryPolicy()
         self._transport = transport
         self._headers = dict(headers or {})
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
@@ -130,7 +133,7 @@ class Provider:
         client = self._clients.get(loop)
         if client is None or client.is_closed:
             headers = {"User-Agent": "llm_nb", **self._headers, **self._auth_headers()}
-            client = wire.make_client(self.base_url, headers, self.http, self._transport)
+            client = make_client(self.base_url, headers, self.http, self._transport)
             self._clients[loop] = client
         return client
 
@@ -160,11 +163,11 @@ class Provider:
         await self.aclose()
 
     def _connect_failure(self, exc: Exception) -> LLMError:
-        return wire.connect_error(exc, provider=self.label, url=self.base_url, hint=self.start_hint)
+        return connect_error(exc, provider=self.label, url=self.base_url, hint=self.start_hint)
 
     def _clean(self, message: str) -> str:
         """A server's error text made safe to show: one line, no key in it."""
-        return wire.clean_message(message, self._api_key.reveal() if self._api_key else None)
+        return clean_message(message, self._api_key.reveal() if self._api_key else None)
 
     def _redact(self, exc: LLMError) -> LLMError:
         """Clean an error raised while decoding: its message quotes what the server sent,
@@ -191,7 +194,7 @@ class Provider:
             url=self.base_url,
             error=error,
             request_id=response.headers.get("x-request-id"),
-            retry_after=wire.retry_after_s(response.headers),
+            retry_after=retry_after_s(response.headers),
         )
 
     def _stream_error(self, obj: Any, record: ChatResponse) -> APIStatusError:
@@ -218,7 +221,7 @@ class Provider:
         stream: bool = False,
         record: ChatResponse | None = None,
         timeout: float | None = None,
-        limits: wire.HTTPConfig | None = None,
+        limits: HTTPConfig | None = None,
     ) -> httpx.Response:
         """Send with retries and error mapping. ``timeout`` (one limit for everything) is
         for short administrative requests; otherwise ``limits`` (default: the provider's)
@@ -235,7 +238,7 @@ class Provider:
             if record is not None:
                 record.trace.retries = attempt
 
-        response = await wire.send(
+        response = await send(
             client,
             request,
             policy=self.retry,
