@@ -140,7 +140,7 @@ def _start_local_server(model: str) -> None:
         return  # the call itself reports a bad model id
     if not local or os.environ.get(LOCAL_URL_ENV):
         return
-    from ._embedded.program import server_label
+    from ._embedded.binary.program import server_label
 
     with Status(f"starting the local server… ({server_label()})", "local server ready") as st:
         factory = reg.local_server_factory

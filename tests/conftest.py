@@ -10,7 +10,7 @@ Fixture contract (other test modules rely on these names and behaviours):
 ``llama_server`` -> started ``LlamaServer`` (single-model mode)
     The native build by default. A module that sets ``LLAMA_SERVER_KINDS = ("native",
     "prebuilt")`` gets each of its tests using this fixture run once per server (the prebuilt
-    one is xllamacpp's, see llm_nb._embedded.prebuilt); ``llama_server.program.kind`` says
+    one is xllamacpp's, see llm_nb._embedded.binary.prebuilt); ``llama_server.program.kind`` says
     which. Same options for both: alias ``"smollm2"`` (the response ``model`` field),
     ``-np 4`` (4 concurrent requests; the 4096-token context is split, so each slot has n_ctx
     1024), ``-c 4096``, no API key.
@@ -47,10 +47,10 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from llm_nb._embedded.build import ensure_llama_server, find_llama_server
+from llm_nb._embedded.binary.build import ensure_llama_server, find_llama_server
+from llm_nb._embedded.binary.program import native_program, prebuilt_program
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
-from llm_nb._embedded.program import native_program, prebuilt_program
-from llm_nb._embedded.server import LlamaServer
+from llm_nb._embedded.process.server import LlamaServer
 
 #: Fake secret that must never show up in any output. Not a real key for anything.
 CANARY_API_KEY = "sk-canary-3f9c2a71d4e86b05c1a7e9d2b4f60813"

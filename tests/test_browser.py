@@ -40,7 +40,7 @@ from typing import Any
 
 import pytest
 
-from llm_nb._embedded.server import LlamaServer
+from llm_nb._embedded.process.server import LlamaServer
 from tests.browser.page import DONE_PROMPT, Browser, Notebook, require_browser
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(480)]

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from llm_nb._embedded.server import LlamaServer, free_port
+from llm_nb._embedded.process.server import LlamaServer, free_port
 from tests.browser.lab import JupyterLab
 from tests.browser.page import DONE_PROMPT, Browser, Notebook, require_browser
 

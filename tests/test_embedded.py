@@ -31,8 +31,9 @@ import psutil
 import pytest
 
 from llm_nb import InvalidOptionError
-from llm_nb._embedded import build, model, program, server
-from llm_nb._embedded.build import (
+from llm_nb._embedded import model
+from llm_nb._embedded.binary import build, program
+from llm_nb._embedded.binary.build import (
     BuildToolsMissingError,
     build_step,
     cached_llama_server_path,
@@ -40,9 +41,7 @@ from llm_nb._embedded.build import (
     ensure_llama_server,
     find_llama_server,
 )
-from llm_nb._embedded.cache import BuildError, cache_dir
-from llm_nb._embedded.model import ensure_model
-from llm_nb._embedded.program import (
+from llm_nb._embedded.binary.program import (
     RouterNeedsNativeError,
     ServerProgram,
     native_program,
@@ -50,7 +49,11 @@ from llm_nb._embedded.program import (
     router_program,
     server_program,
 )
-from llm_nb._embedded.server import LlamaServer, LlamaServerError, default_server, free_port
+from llm_nb._embedded.cache import BuildError, cache_dir
+from llm_nb._embedded.model import ensure_model
+from llm_nb._embedded.process import default
+from llm_nb._embedded.process.default import default_server
+from llm_nb._embedded.process.server import LlamaServer, LlamaServerError, free_port
 
 #: The real-server tests below that use ``llama_server`` run against both servers.
 LLAMA_SERVER_KINDS = ("native", "prebuilt")
@@ -359,7 +362,7 @@ def test_secret_not_in_repr_command_or_env_leak(
 def test_prebuilt_is_the_default(isolated_cache: Path) -> None:
     chosen = server_program()
     assert chosen.kind == "prebuilt" and chosen.version == program.installed_version()
-    assert chosen.argv() == [sys.executable, "-m", "llm_nb._embedded.prebuilt"]
+    assert chosen.argv() == [sys.executable, "-m", "llm_nb._embedded.binary.prebuilt"]
     assert chosen.launch_argv() == chosen.argv()  # it watches its own lifeline
     assert not chosen.router
     assert not list(isolated_cache.glob("*"))  # nothing built, downloaded or extracted
@@ -428,7 +431,7 @@ def test_prebuilt_rejects_options_it_does_not_know() -> None:
 def test_prebuilt_command_line(tmp_path: Path) -> None:
     s = LlamaServer(prebuilt_program(), model=tmp_path / "m.gguf", alias="smollm2", port=9999)
     cmd = s.command()
-    assert cmd[:3] == [sys.executable, "-m", "llm_nb._embedded.prebuilt"]
+    assert cmd[:3] == [sys.executable, "-m", "llm_nb._embedded.binary.prebuilt"]
     assert cmd[3:7] == ["-m", str(tmp_path / "m.gguf"), "-a", "smollm2"]
     assert "prebuilt" in repr(s)
 
@@ -616,7 +619,7 @@ def test_server_does_not_outlive_python(
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from llm_nb._embedded.server import LlamaServer
+        from llm_nb._embedded.process.server import LlamaServer
         s = LlamaServer(Path({str(llama_server_bin)!r}), model=Path({str(smollm2_gguf)!r}))
         s.start()
         print(s.pid, flush=True)
@@ -640,7 +643,7 @@ def test_default_server_singleton(
     monkeypatch.setenv("LLM_NB_SERVER", any_program.kind)
     monkeypatch.setattr(program, "ensure_llama_server", lambda progress=None: any_program.path)
     monkeypatch.setenv("LLM_NB_MODEL", str(smollm2_gguf))
-    monkeypatch.setattr(server, "_DEFAULT", None)
+    monkeypatch.setattr(default, "_DEFAULT", None)
     first = default_server(lambda _: None)
     try:
         assert first.program == any_program
@@ -724,7 +727,9 @@ def test_the_server_modules_import_without_posix_only_names() -> None:
         import os, signal
         del signal.SIGKILL, os.killpg, os.getpgrp, os.register_at_fork, os.fork
         import llm_nb, llm_nb._embedded
-        from llm_nb._embedded import build, lifetime, prebuilt, program, server, watchdog
+        from llm_nb._embedded import lifetime, watchdog
+        from llm_nb._embedded.binary import build, prebuilt, program
+        from llm_nb._embedded.process import default, live, server
         print("imported")
         """
     )
@@ -763,7 +768,7 @@ fake = types.ModuleType("xllamacpp")
 fake.CommonParams, fake.BUILD_INFO = CommonParams, "fake"
 fake.Server = lambda params: None
 sys.modules["xllamacpp"] = fake
-from llm_nb._embedded.prebuilt import main
+from llm_nb._embedded.binary.prebuilt import main
 sys.exit(main(["-m", "x.gguf", "-np", "2"]))
 """
 

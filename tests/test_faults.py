@@ -25,7 +25,7 @@ import pytest
 
 import llm_nb
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS
-from llm_nb._embedded.server import LlamaServer, free_port
+from llm_nb._embedded.process.server import LlamaServer, free_port
 from llm_nb._errors import (
     APIConnectionError,
     APITimeoutError,

@@ -26,8 +26,8 @@ from llm_nb import (
     TextDelta,
     UnsupportedError,
 )
-from llm_nb._embedded.program import native_program, prebuilt_program
-from llm_nb._embedded.server import LlamaServer, free_port
+from llm_nb._embedded.binary.program import native_program, prebuilt_program
+from llm_nb._embedded.process.server import LlamaServer, free_port
 from llm_nb._registry import Registry
 from llm_nb._stats._frames import build_label
 from llm_nb._wire.retry import RetryPolicy

@@ -29,7 +29,7 @@ import psutil
 import pytest
 
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS
-from llm_nb._embedded.server import LlamaServer
+from llm_nb._embedded.process.server import LlamaServer
 from llm_nb._stats import Recorder
 from llm_nb._stream import ChatStream
 from llm_nb._types import ChatResponse

@@ -25,7 +25,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import llm_nb
 from llm_nb import _observers
-from llm_nb._embedded.server import free_port
+from llm_nb._embedded.process.server import free_port
 from llm_nb._loop import run_sync
 from llm_nb._magics import LLMMagics
 from llm_nb._magics._args import parse_cell_args

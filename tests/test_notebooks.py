@@ -151,12 +151,12 @@ def test_missing_jupyterlab_says_what_to_install(
 _KERNEL_STANDIN = """
 import os, sys
 import llm_nb
-from llm_nb._embedded import server
+from llm_nb._embedded.process import default
 url = os.environ["LLM_NB_LOCAL_URL"]
 assert os.environ["LLAMA_CPP_URL"] == url, os.environ["LLAMA_CPP_URL"]
 reply = llm_nb.chat("local", "Say hi.", max_tokens=4)
 assert url.endswith(reply.host), (url, reply.host)
-assert server._DEFAULT is None, "started a server of its own"
+assert default._DEFAULT is None, "started a server of its own"
 sys.exit(7)
 """
 

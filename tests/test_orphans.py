@@ -79,7 +79,7 @@ def _owner_script(body: str) -> str:
         """
         import json, sys, threading, time
         from llm_nb._embedded import default_server
-        from llm_nb._embedded.server import running_pids
+        from llm_nb._embedded.process.live import running_pids
         """
     ) + textwrap.dedent(body)
 
@@ -261,7 +261,7 @@ def test_server_dies_with_a_sigkilled_kernel(
     monkeypatch.delenv("LLM_NB_LOCAL_URL", raising=False)
     code = (
         "import json, os, llm_nb\n"
-        "from llm_nb._embedded.server import running_pids\n"
+        "from llm_nb._embedded.process.live import running_pids\n"
         "r = llm_nb.chat('local', 'Say hello', max_tokens=4)\n"
         "print(json.dumps({'kernel': os.getpid(), 'servers': running_pids(), 'ok': bool(r.text)}))"
     )

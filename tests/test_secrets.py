@@ -34,7 +34,7 @@ import pytest
 
 from llm_nb import _observers, sync
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS
-from llm_nb._embedded.server import LlamaServer, free_port
+from llm_nb._embedded.process.server import LlamaServer, free_port
 from llm_nb._errors import AuthenticationError, LLMError
 from llm_nb._stats import Recorder, _frames
 from llm_nb._stats._store import Store

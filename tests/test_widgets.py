@@ -26,7 +26,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import llm_nb
-from llm_nb._embedded.server import free_port
+from llm_nb._embedded.process.server import free_port
 from llm_nb._loop import run_sync
 from llm_nb._registry import registry
 from llm_nb._safe_html import escape, markdown_html, note_html

@@ -15,10 +15,11 @@ import contextlib
 import signal
 import sys
 
-from llm_nb._embedded.build import ensure_llama_server
+from llm_nb._embedded.binary.build import ensure_llama_server
+from llm_nb._embedded.binary.program import check_platform, native_program, server_program
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
-from llm_nb._embedded.program import check_platform, native_program, server_program
-from llm_nb._embedded.server import LlamaServer, default_options
+from llm_nb._embedded.process.default import default_options
+from llm_nb._embedded.process.server import LlamaServer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -277,7 +277,7 @@ def get_sampler() -> HardwareSampler:
         if _sampler is None:
             # Sample the llama-servers llm_nb started too: their CPU and memory are the
             # call's cost as much as this process's.
-            from .._embedded.server import running_pids
+            from .._embedded.process.live import running_pids
 
             _sampler = HardwareSampler(pids=running_pids)
         return _sampler

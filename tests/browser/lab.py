@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from llm_nb._embedded.server import free_port
+from llm_nb._embedded.process.server import free_port
 
 #: JupyterLab user settings written before start (plugin id -> settings).
 LAB_SETTINGS: dict[str, dict[str, Any]] = {

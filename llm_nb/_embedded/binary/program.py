@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .._errors import InvalidOptionError
+from ..._errors import InvalidOptionError
+from ..cache import BuildError, Progress
+from ..lifetime import watched
 from .build import ensure_llama_server, find_llama_server
-from .cache import BuildError, Progress
-from .lifetime import watched
 
 __all__ = [
     "DISTRIBUTION",
@@ -98,7 +98,7 @@ class ServerProgram:
     def argv(self) -> list[str]:
         """The command to which llama-server options are appended."""
         if self.kind == "prebuilt":
-            return [str(self.path), "-m", "llm_nb._embedded.prebuilt"]
+            return [str(self.path), "-m", "llm_nb._embedded.binary.prebuilt"]
         return [str(self.path)]
 
     def launch_argv(self) -> list[str]:

