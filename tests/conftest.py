@@ -52,6 +52,9 @@ from llm_nb._embedded.binary.program import native_program, prebuilt_program
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS, ensure_model
 from llm_nb._embedded.process.server import LlamaServer
 
+# Fails the run if the canary key below is in any file the session wrote (see the module).
+pytest_plugins = ("tests.secret_scan",)
+
 #: Fake secret that must never show up in any output. Not a real key for anything.
 CANARY_API_KEY = "sk-canary-3f9c2a71d4e86b05c1a7e9d2b4f60813"
 

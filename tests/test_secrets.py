@@ -15,8 +15,8 @@ the recorder's rows; the stats DataFrame (string, CSV, JSON); the SQLite store's
 captured stdout/stderr; the real llama-server's log file, command line and repr.
 
 That the key really went over the wire is checked too (the fault server saw it in the
-Authorization header), so its absence everywhere else means something. tests/test_zz_secret_scan.py
-scans the files the whole session left behind.
+Authorization header), so its absence everywhere else means something. tests/secret_scan.py
+scans the files the whole session left behind, once it has ended.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def needles(key: str) -> dict[str, re.Pattern[str]]:
     """What counts as a leak, by name: the key, its first 8 or last 8 characters, a
     12-character piece of its middle, and an OpenAI-style mask (``sk-canar****...0813``).
     Failure messages name these and redact the key, so a failing test does not spread it
-    into CI logs and the JUnit report (which test_zz_secret_scan.py scans too)."""
+    into CI logs and the JUnit report (which tests/secret_scan.py scans too)."""
     mid = len(key) // 2
     return {
         "whole key": re.compile(re.escape(key)),
