@@ -184,23 +184,6 @@ async def test_a_400_model_not_found_lists_the_models_the_server_has() -> None:
     assert e.value.error_type == "model_not_found"
 
 
-async def test_out_of_quota_is_not_retried_but_a_rate_limit_is() -> None:
-    quota = {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
-                       "code": "insufficient_quota"}}  # fmt: skip
-    seen, transport = counting(429, quota, **{"retry-after-ms": "1"})
-    p = OpenAIProvider("http://127.0.0.1:9/v1", transport=transport, retry=RetryPolicy(2))
-    with pytest.raises(QuotaExceededError):
-        await p.chat("m", "hi")
-    assert len(seen) == 1
-
-    limit = {"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}}
-    seen, transport = counting(429, limit, **{"retry-after-ms": "1"})
-    p = OpenAIProvider("http://127.0.0.1:9/v1", transport=transport, retry=RetryPolicy(2))
-    with pytest.raises(RateLimitError) as info:
-        await p.chat("m", "hi")
-    assert type(info.value) is RateLimitError and len(seen) == 3
-
-
 async def test_llama_server_context_error_in_the_stream_keeps_the_partial_answer() -> None:
     frames = (
         b'data: {"choices":[{"index":0,"delta":{"content":"par"}}],"model":"m"}\n\n'

@@ -12,7 +12,6 @@ The wires: SSE as OpenAI sends it, SSE as llama-server sends it, NDJSON as Ollam
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import os
 import signal
 import socket
@@ -29,14 +28,10 @@ from llm_nb._embedded.process.server import LlamaServer, free_port
 from llm_nb._errors import (
     APIConnectionError,
     APITimeoutError,
-    LLMError,
     ProtocolError,
-    RateLimitError,
     ServerError,
-    ServiceUnavailableError,
 )
 from llm_nb._stats import Recorder
-from llm_nb._stream import ChatStream
 from llm_nb._types import TextDelta
 from llm_nb._wire._lines import MAX_LINE_BYTES
 from llm_nb._wire.http import HTTPConfig
@@ -44,7 +39,6 @@ from llm_nb._wire.ndjson import NDJSONDecoder
 from llm_nb._wire.retry import RetryPolicy
 from llm_nb._wire.sse import SSEDecoder
 from llm_nb.providers import LlamaCppProvider
-from llm_nb.providers.base import Provider
 from tests.faults import (
     LLAMACPP,
     OLLAMA,
@@ -58,6 +52,7 @@ from tests.faults import (
     plays,
     until,
 )
+from tests.faults.checks import assert_released, attempt, only_row
 from tests.faults.recording import only_recorder
 
 pytestmark = pytest.mark.timeout(90)
@@ -71,35 +66,6 @@ FULL = "".join(plays.TOKENS)
 def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     """The only call observer during the test: an in-memory recorder."""
     return only_recorder(monkeypatch)
-
-
-def only_row(rec: Recorder) -> dict[str, Any]:
-    (row,) = rec.rows()
-    return row
-
-
-async def assert_released(srv: FaultServer, p: Provider, *, pooled_ok: bool = False) -> None:
-    """No connection left open. Unless the body was complete (then the connection may idle in
-    the provider's keep-alive pool), the call itself must have closed it; after
-    ``aclose()`` nothing at all may remain, on either side."""
-    if not pooled_ok:
-        assert await until(lambda: srv.open_connections == 0), (
-            f"server still holds {srv.open_connections} connection(s) after the call"
-        )
-        assert client_sockets(srv.port) == []
-    await p.aclose()
-    assert await until(lambda: srv.open_connections == 0)
-    assert await until(lambda: client_sockets(srv.port) == []), client_sockets(srv.port)
-    assert srv.play_errors == []
-
-
-async def attempt(p: Provider, prompt: str = "hi") -> tuple[LLMError | None, ChatStream]:
-    s = p.stream("m", prompt)
-    try:
-        await s.collect()
-    except LLMError as exc:
-        return exc, s
-    return None, s
 
 
 wires = pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)
@@ -163,110 +129,6 @@ async def test_fault_mid_stream_keeps_partial_and_closes(
         if fault == "stall":
             # The server was still holding the answer: it must have seen the client leave.
             assert srv.wait_disconnects(1, 2)
-
-
-# -- retries -------------------------------------------------------------------------------
-
-
-def rate_limited(wire: Wire) -> bytes:
-    if wire.name == "ollama":
-        return wire.error_body(429, "too many requests")
-    return wire.error_body(429, "Rate limit reached for requests", "requests")
-
-
-@wires
-@pytest.mark.parametrize(
-    ("header", "value", "wait_s"),
-    [("retry-after", "1", 1.0), ("retry-after-ms", "250", 0.25)],
-    ids=["retry-after", "retry-after-ms"],
-)
-async def test_429_retry_after_is_honoured_then_success(
-    wire: Wire, header: str, value: str, wait_s: float, rec: Recorder
-) -> None:
-    # Without the hint the first backoff would be 2.25-3 s: a wait near the hint proves it
-    # was used.
-    policy = RetryPolicy(max_retries=2, initial_delay_s=3.0)
-    play = plays.statuses_then(wire, [(429, {header: value}, rate_limited(wire))])
-    with FaultServer(play) as srv:
-        p = wire.provider(srv.url, retry=policy)
-        err, s = await attempt(p)
-        assert err is None, err
-        assert s.response.text == FULL and s.response.status == "ok"
-        assert s.response.trace.retries == 1
-        first, second = srv.requests
-        waited = second.at - first.at
-        assert wait_s - 0.02 <= waited < wait_s + 0.9, waited
-        row = only_row(rec)
-        assert row["status"] == "ok" and rec.text(row["call_id"]) == FULL
-        # The 429 body was read, so its connection could be reused for the retry.
-        await assert_released(srv, p, pooled_ok=True)
-
-
-async def test_429_retry_after_http_date(rec: Recorder) -> None:
-    async def play(req: Request, conn: Conn) -> None:
-        if req.index == 0:
-            # An HTTP date has whole seconds: "now + 2 s" means a wait of 1-2 s from now.
-            when = email.utils.formatdate(time.time() + 2, usegmt=True)
-            await conn.respond(429, rate_limited(OPENAI), {"retry-after": when})
-        else:
-            await plays.answer(OPENAI)(req, conn)
-
-    with FaultServer(play) as srv:
-        p = OPENAI.provider(srv.url, retry=RetryPolicy(max_retries=1, initial_delay_s=4.0))
-        err, s = await attempt(p)
-        assert err is None and s.response.text == FULL
-        waited = srv.requests[1].at - srv.requests[0].at
-        assert 0.9 <= waited < 2.9, waited
-        await assert_released(srv, p, pooled_ok=True)
-
-
-@wires
-async def test_429_retries_exhausted(wire: Wire, rec: Recorder) -> None:
-    hint = (429, {"retry-after-ms": "20"}, rate_limited(wire))
-    with FaultServer(plays.statuses_then(wire, [hint] * 5)) as srv:
-        p = wire.provider(srv.url, retry=RetryPolicy(max_retries=2))
-        err, s = await attempt(p)
-        assert isinstance(err, RateLimitError) and err.status_code == 429
-        assert err.retry_after_s == pytest.approx(0.02)
-        assert len(srv.requests) == 3 and s.response.trace.retries == 2
-        assert err.partial is None and s.response.text == ""
-        row = only_row(rec)
-        assert (row["status"], row["error_type"]) == ("error", "RateLimitError")
-        await assert_released(srv, p, pooled_ok=True)
-
-
-def loading(wire: Wire) -> tuple[int, dict[str, str], bytes]:
-    if wire.name == "ollama":
-        body = wire.error_body(503, "server busy, please try again.  maximum pending requests")
-    else:
-        body = wire.error_body(503, "Loading model", "unavailable_error")
-    return (503, {}, body)
-
-
-@wires
-async def test_503_loading_model_then_ready(wire: Wire, rec: Recorder) -> None:
-    with FaultServer(plays.statuses_then(wire, [loading(wire)] * 2)) as srv:
-        p = wire.provider(srv.url, retry=RetryPolicy(max_retries=2, initial_delay_s=0.05))
-        err, s = await attempt(p)
-        assert err is None, err
-        assert s.response.text == FULL and s.response.trace.retries == 2
-        assert len(srv.requests) == 3
-        row = only_row(rec)
-        assert row["status"] == "ok" and row["completion_tokens"] == len(plays.TOKENS)
-        await assert_released(srv, p, pooled_ok=True)
-
-
-@wires
-async def test_503_loading_forever_is_service_unavailable(wire: Wire, rec: Recorder) -> None:
-    with FaultServer(plays.statuses_then(wire, [loading(wire)] * 9)) as srv:
-        p = wire.provider(srv.url, retry=RetryPolicy(max_retries=2, initial_delay_s=0.01))
-        err, s = await attempt(p)
-        assert isinstance(err, ServiceUnavailableError) and err.status_code == 503
-        assert ("Loading model" if wire.name != "ollama" else "server busy") in str(err)
-        assert len(srv.requests) == 3 and s.response.status == "error"
-        row = only_row(rec)
-        assert (row["status"], row["error_type"]) == ("error", "ServiceUnavailableError")
-        await assert_released(srv, p, pooled_ok=True)
 
 
 # -- slow servers --------------------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""Provider behaviour over httpx.MockTransport: wire mapping, retries, errors, closing."""
+"""Provider behaviour over httpx.MockTransport: wire mapping, errors, closing.
+
+Retries are in test_retry.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -15,19 +16,14 @@ import llm_nb
 from llm_nb import (
     APIConnectionError,
     AuthenticationError,
-    ContextLengthError,
     ModelNotFoundError,
     ProtocolError,
-    RateLimitError,
-    ServiceUnavailableError,
     TextDelta,
     ToolCallDelta,
     UnsupportedError,
 )
-from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
-
-FAST = RetryPolicy(max_retries=2, initial_delay_s=0.001, max_delay_s=0.002)
+from tests.scripted import FAST, provider, replies
 
 
 class Closing(httpx.AsyncByteStream):
@@ -58,10 +54,6 @@ def chunk(content: str | None = None, finish: str | None = None, **delta: Any) -
     if content is not None:
         d["content"] = content
     return {"model": "m", "choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
-
-
-def provider(cls: type[Any], handler: Callable[[httpx.Request], httpx.Response], **kw: Any) -> Any:
-    return cls("127.0.0.1:9", transport=httpx.MockTransport(handler), retry=FAST, **kw)
 
 
 async def test_openai_stream_deltas_usage_and_closing() -> None:
@@ -198,84 +190,6 @@ async def test_task_cancellation_closes_response() -> None:
         await task
     assert body.closed and s.response.status == "cancelled"
     assert 0 < len(s.response.text) < 100
-
-
-def replies(
-    *responses: httpx.Response,
-) -> tuple[Callable[[httpx.Request], httpx.Response], list[float]]:
-    it: Iterator[httpx.Response] = iter(responses)
-    times: list[float] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        times.append(time.monotonic())
-        return next(it)
-
-    return handler, times
-
-
-async def test_retry_after_ms_and_retry_after_are_honoured() -> None:
-    ok = httpx.Response(
-        200,
-        json={
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "yes"},
-                    "finish_reason": "stop",
-                }
-            ],
-        },
-    )
-    handler, times = replies(
-        httpx.Response(429, headers={"retry-after-ms": "150"}, json={"error": {"message": "slow"}}),
-        httpx.Response(
-            503,
-            headers={"retry-after": "0.2"},
-            json={"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}},
-        ),
-        ok,
-    )
-    p = provider(LlamaCppProvider, handler)
-    r = await p.chat("m", "hi")
-    assert r.text == "yes" and r.trace.retries == 2
-    assert times[1] - times[0] >= 0.14 and times[2] - times[1] >= 0.19
-
-
-async def test_retries_exhausted_raise_typed_error() -> None:
-    handler, times = replies(*[httpx.Response(429, json={"error": {"message": "quota"}})] * 3)
-    p = provider(OpenAIProvider, handler, api_key="k")
-    with pytest.raises(RateLimitError, match="quota"):
-        await p.chat("m", "hi")
-    assert len(times) == 3  # first try + 2 retries
-
-
-async def test_no_retry_on_400_and_context_error_type() -> None:
-    handler, times = replies(
-        httpx.Response(
-            400,
-            json={
-                "error": {
-                    "code": 400,
-                    "message": "request (5000 tokens) exceeds the available context size",
-                    "type": "exceed_context_size_error",
-                    "n_prompt_tokens": 5000,
-                    "n_ctx": 2048,
-                }
-            },
-        )
-    )
-    p = provider(LlamaCppProvider, handler)
-    with pytest.raises(ContextLengthError):
-        await p.chat("m", "hi")
-    assert len(times) == 1
-
-
-async def test_x_should_retry_false_wins() -> None:
-    handler, times = replies(httpx.Response(500, headers={"x-should-retry": "false"}))
-    with pytest.raises(llm_nb.ServerError):
-        await provider(OpenAIProvider, handler).chat("m", "hi")
-    assert len(times) == 1
 
 
 async def test_auth_error_message_has_no_key() -> None:
@@ -493,23 +407,6 @@ async def test_llama_embeddings_disabled_says_how() -> None:
     )
     with pytest.raises(UnsupportedError, match="restart it with --embeddings"):
         await provider(LlamaCppProvider, handler).embed("m", "hello")
-
-
-async def test_service_unavailable_is_typed_after_retries() -> None:
-    handler, times = replies(
-        *[
-            httpx.Response(
-                503,
-                json={
-                    "error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}
-                },
-            )
-        ]
-        * 3
-    )
-    with pytest.raises(ServiceUnavailableError, match="Loading model"):
-        await provider(LlamaCppProvider, handler).chat("m", "hi")
-    assert len(times) == 3
 
 
 def test_sync_facade_inside_running_loop() -> None:
