@@ -27,7 +27,7 @@ from openai.types.shared import ErrorObject
 from pydantic import BaseModel
 
 from tests.contract import ErrorBody, OllamaContractServer, contract_problems
-from tests.contract import ollama_server as contract_module
+from tests.contract.ollama_server import store as contract_store
 
 pytestmark = pytest.mark.doubles  # these tests check the doubles against the real clients
 
@@ -647,7 +647,7 @@ async def test_client_disconnect_stops_the_stream(server: OllamaContractServer) 
 async def test_violations_are_caught(
     server: OllamaContractServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(contract_module, "_go_time", lambda _moment: "last tuesday")
+    monkeypatch.setattr(contract_store, "go_time", lambda _moment: "last tuesday")
     async with httpx.AsyncClient(base_url=server.url) as http:
         r = await http.get("/api/tags")
     assert r.status_code == 500

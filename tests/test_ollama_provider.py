@@ -16,7 +16,7 @@ import pytest
 import llm_nb
 from llm_nb import ModelNotFoundError, ReasoningDelta, TextDelta, ToolCallDelta
 from llm_nb.providers import OllamaProvider
-from tests.contract.ollama_server import OllamaContractServer
+from tests.contract import OllamaContractServer
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",

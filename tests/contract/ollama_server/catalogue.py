@@ -1,0 +1,153 @@
+"""The models the contract server knows: what each one is (:class:`ModelSpec`), the local
+models and the registry of the fake mode, Ollama's name rules, and how /api/tags, /api/ps,
+/api/show and /api/pull describe a model (details, digests, layers, Modelfile)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .wire import JSON
+
+_CHATML_TEMPLATE = (
+    "{{- if .Messages }}{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
+    "{{ end }}<|im_start|>assistant\n{{ else }}{{ .Prompt }}{{ end }}"
+)
+_QWEN3_TEMPLATE = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n"
+    "{{- if and $.IsThinkSet (not $.Think) }} /no_think{{ end }}\n{{ .Content }}<|im_end|>\n"
+    "{{ end }}<|im_start|>assistant\n"
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model as /api/tags, /api/ps and /api/show describe it.
+
+    ``backend_model`` is the ``model`` sent to llama-server: None sends the Ollama name, which a
+    single-model llama-server ignores and a router-mode one uses to pick the model.
+    """
+
+    family: str = "llama"
+    parameter_count: int = 134_515_008
+    quantization_level: str = "F16"
+    size: int = 270_898_784
+    context_length: int = 8192
+    embedding_length: int = 576
+    capabilities: tuple[str, ...] = ("completion", "tools")
+    template: str = _CHATML_TEMPLATE
+    stop: tuple[str, ...] = ("<|im_start|>", "<|im_end|>")
+    license: str = ""
+    modified_at: datetime = datetime(2025, 1, 15, 9, 30, 12, 345678, tzinfo=UTC)
+    backend_model: str | None = None
+
+
+DEFAULT_MODELS: Mapping[str, ModelSpec] = {
+    "smollm2:135m": ModelSpec(license="Apache License\nVersion 2.0, January 2004"),
+    "qwen3:0.6b": ModelSpec(
+        family="qwen3",
+        parameter_count=751_632_384,
+        quantization_level="Q4_K_M",
+        size=522_653_767,
+        context_length=40960,
+        embedding_length=1024,
+        capabilities=("completion", "tools", "thinking"),
+        template=_QWEN3_TEMPLATE,
+        modified_at=datetime(2025, 5, 2, 17, 4, 1, 5, tzinfo=UTC),
+    ),
+    "all-minilm:22m": ModelSpec(
+        family="bert",
+        parameter_count=22_565_760,
+        size=45_960_996,
+        context_length=512,
+        embedding_length=384,
+        capabilities=("embedding",),
+        template="",
+        stop=(),
+        modified_at=datetime(2024, 11, 30, 8, 0, 0, tzinfo=UTC),
+    ),
+}
+"""Local models of the fake mode: a chat model, a thinking model and an embedding model."""
+
+DEFAULT_REGISTRY: Mapping[str, ModelSpec] = {
+    **DEFAULT_MODELS,
+    "tinyllama:latest": ModelSpec(
+        parameter_count=1_100_048_384,
+        quantization_level="Q4_0",
+        size=637_700_138,
+        context_length=2048,
+        embedding_length=2048,
+        capabilities=("completion",),
+        stop=("</s>",),
+    ),
+}
+"""What /api/pull can fetch; any other name fails the way a missing manifest does."""
+
+
+def normalize(raw: str) -> str:
+    """Ollama's model name rules that matter here: default host/namespace, default tag, any case."""
+    name = raw.strip().lower()
+    for prefix in ("registry.ollama.ai/library/", "registry.ollama.ai/"):
+        name = name.removeprefix(prefix)
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return name
+
+
+def details(spec: ModelSpec) -> JSON:
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": spec.family,
+        "families": [spec.family],
+        "parameter_size": human_number(spec.parameter_count),
+        "quantization_level": spec.quantization_level,
+    }
+
+
+def human_number(n: int) -> str:
+    """format.HumanNumber, which Ollama uses for parameter_size ("134.52M", "8.0B")."""
+    for unit, scale, fmt in (("B", 1e9, "{:.1f}"), ("M", 1e6, "{:.2f}"), ("K", 1e3, "{:.0f}")):
+        if n >= scale:
+            value = n / scale
+            return (f"{value:.0f}" if value == int(value) else fmt.format(value)) + unit
+    return str(n)
+
+
+def manifest_digest(name: str) -> str:
+    return hashlib.sha256(f"manifest:{name}".encode()).hexdigest()
+
+
+def layers(name: str, spec: ModelSpec) -> list[tuple[str, int]]:
+    """Blobs of a model as a pull lists them: weights, template, license, params, config."""
+    small = [
+        ("template", len(spec.template)),
+        ("license", len(spec.license)),
+        ("params", 30 * len(spec.stop)),
+        ("config", 488),
+    ]
+    small = [(kind, size) for kind, size in small if size]
+    layers = [("model", spec.size - sum(size for _, size in small)), *small]
+    return [
+        ("sha256:" + hashlib.sha256(f"{name}/{kind}".encode()).hexdigest(), size)
+        for kind, size in layers
+    ]
+
+
+def modelfile(name: str, spec: ModelSpec) -> str:
+    blob = layers(name, spec)[0][0].replace(":", "-")
+    lines = [
+        '# Modelfile generated by "ollama show"',
+        "# To build a new Modelfile based on this, replace FROM with:",
+        f"# FROM {name}",
+        "",
+        f"FROM /root/.ollama/models/blobs/{blob}",
+    ]
+    if spec.template:
+        lines.append(f'TEMPLATE """{spec.template}"""')
+    lines += [f"PARAMETER stop {s}" for s in spec.stop]
+    if spec.license:
+        lines.append(f'LICENSE """{spec.license}"""')
+    return "\n".join(lines) + "\n"
