@@ -10,16 +10,25 @@ import atexit
 import contextlib
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .server import LlamaServer
+__all__ = ["LiveServer", "register", "running_pids", "unregister"]
 
-__all__ = ["register", "running_pids", "unregister"]
+
+class LiveServer(Protocol):
+    """What is kept of a started server: its child's pid, and how to stop it."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    def is_running(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
 
 # Servers started and not yet stopped. Strong references on purpose: a server whose object was
 # dropped must still be stopped at exit rather than leak a process.
-_LIVE: set[LlamaServer] = set()
+_LIVE: set[LiveServer] = set()
 _LIVE_LOCK = threading.Lock()
 _ATEXIT_REGISTERED = False
 
@@ -59,7 +68,7 @@ def _forget_live_in_forked_child() -> None:
     _LIVE.clear()
 
 
-def register(server: LlamaServer) -> None:
+def register(server: LiveServer) -> None:
     global _ATEXIT_REGISTERED
     with _LIVE_LOCK:
         if not _ATEXIT_REGISTERED:
@@ -70,6 +79,6 @@ def register(server: LlamaServer) -> None:
         _LIVE.add(server)
 
 
-def unregister(server: LlamaServer) -> None:
+def unregister(server: LiveServer) -> None:
     with _LIVE_LOCK:
         _LIVE.discard(server)
