@@ -62,10 +62,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "UnsupportedError",
     ),
     "._config": ("Secret",),
-    "._wire.http": (
-        "HTTPConfig",
-        "RetryPolicy",
-    ),
+    "._wire.http": ("HTTPConfig",),
+    "._wire.retry": ("RetryPolicy",),
     "._modelid": ("ModelId",),
     ".providers.base": ("Prompt",),
     ".providers": (
@@ -234,7 +232,7 @@ if TYPE_CHECKING:
     from ._widgets import compare_panel as compare_panel
     from ._widgets import model_picker as model_picker
     from ._wire.http import HTTPConfig as HTTPConfig
-    from ._wire.http import RetryPolicy as RetryPolicy
+    from ._wire.retry import RetryPolicy as RetryPolicy
     from .providers import LlamaCppProvider as LlamaCppProvider
     from .providers import OllamaProvider as OllamaProvider
     from .providers import OpenAIProvider as OpenAIProvider

@@ -326,7 +326,10 @@ def test_the_walk_finds_an_unexported_type() -> None:
     """The check above would see a public function returning a type llm_nb keeps private."""
     found = set(_defined_in("llm_nb._stream", "WireDialect | None"))
     assert found == {("llm_nb._stream", "WireDialect")}
-    assert set(_defined_in("llm_nb.providers.base", "wire.HTTPConfig")) == {
+    assert set(_defined_in("llm_nb.providers.base", "wire_errors.ErrorBody")) == {
+        ("llm_nb._wire.errors", "ErrorBody")
+    }
+    assert set(_defined_in("llm_nb.providers.base", "HTTPConfig | None")) == {
         ("llm_nb._wire.http", "HTTPConfig")
     }
     assert set(_defined_in("llm_nb._stats", "pd.DataFrame | None")) == set()

@@ -34,6 +34,7 @@ TITLES = {
     ".providers.base": "Providers",
     "._config": "Configuration",
     "._wire.http": "Configuration",
+    "._wire.retry": "Configuration",
     "._registry": "Servers and model ids",
     "._modelid": "Servers and model ids",
     "._stats": "Stats",

@@ -28,6 +28,13 @@ MAX_RETRY_AFTER_S = 120.0
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """How often a failed request is sent again, and how long to wait in between.
+
+    Up to ``max_retries`` more tries; before retry ``n`` (from 0) the wait is the server's hint
+    when it gives one within 120 s, else ``min(initial_delay_s * 2**n, max_delay_s)`` times a
+    jitter of 0.75-1.0. ``RetryPolicy(0)`` never retries.
+    """
+
     max_retries: int = 2
     initial_delay_s: float = 0.5
     max_delay_s: float = 8.0
