@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _observers
+
 __version__ = "0.1.0"
 
 #: Every public name, under the module that defines it (relative to this package), which is
@@ -90,15 +92,17 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "._registry": (
         "Found",
         "Registry",
+    ),
+    "._session": (
+        "export",
         "registry",
+        "stats",
+        "summary",
     ),
     "._stats": (
-        "export",
         "history",
         "new_run",
         "set_price",
-        "stats",
-        "summary",
         "warmup",
     ),
     "._eval": (
@@ -151,6 +155,18 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_MODULE_OF])
 
 
+def _default_observers() -> _observers.CallObservers:
+    from ._session import default_observers
+
+    return default_observers()
+
+
+# A provider outside any session reports its calls to the default session (made on first
+# use). The providers sit below the session and cannot import it: the way up is handed down
+# from here, the one module above everything (a small module of its own, nothing imported).
+_observers.set_default(_default_observers)
+
+
 # Type checkers don't run __getattr__: they read these imports instead (``X as X`` is how
 # mypy's strict mode knows a name is re-exported).
 if TYPE_CHECKING:
@@ -200,13 +216,13 @@ if TYPE_CHECKING:
     from ._options import ToolChoice as ToolChoice
     from ._registry import Found as Found
     from ._registry import Registry as Registry
-    from ._registry import registry as registry
-    from ._stats import export as export
+    from ._session import export as export
+    from ._session import registry as registry
+    from ._session import stats as stats
+    from ._session import summary as summary
     from ._stats import history as history
     from ._stats import new_run as new_run
     from ._stats import set_price as set_price
-    from ._stats import stats as stats
-    from ._stats import summary as summary
     from ._stats import warmup as warmup
     from ._stream import ChatStream as ChatStream
     from ._types import CallTrace as CallTrace

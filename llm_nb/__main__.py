@@ -131,7 +131,8 @@ def _figures(r: object) -> str:
 def _start_local_server(model: str) -> None:
     """Start the bundled server for ``local`` before the call, with a status line, rather
     than inside the call with the terminal silent for seconds."""
-    from ._registry import LOCAL_URL_ENV, registry
+    from ._registry import LOCAL_URL_ENV
+    from ._session import registry
 
     reg = registry()
     try:

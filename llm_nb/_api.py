@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, Unpack
 
 from ._errors import InvalidOptionError
-from ._loop import SyncIterator, iterate_sync, run_sync
+from ._loop import SyncIterator
 from ._options import ChatKwargs, ChatOptions, takes_chat_options
-from ._registry import Found, registry
+from ._registry import Found
+from ._session import iterate_sync, registry, run_sync
 from ._stream import ChatStream
 from ._types import ChatResponse, Delta, Message, ModelInfo, build_messages
 from .providers.base import Prompt, Provider

@@ -1,10 +1,11 @@
 """The private event-loop thread behind the synchronous API.
 
 Jupyter kernels already run an asyncio loop in the main thread, so ``asyncio.run`` cannot be
-used inside a cell and patching the loop (nest_asyncio) is fragile. Instead llm_nb owns one
-daemon thread with its own loop; sync callers submit coroutines to it and wait. Ctrl-C or a
-kernel interrupt in the waiting thread cancels the coroutine on the loop thread and waits
-briefly for it to close its connection, so nothing keeps streaming in the background.
+used inside a cell and patching the loop (nest_asyncio) is fragile. Instead each llm_nb
+session owns a daemon thread with its own loop (:class:`LoopThread`); sync callers submit
+coroutines to it and wait. Ctrl-C or a kernel interrupt in the waiting thread cancels the
+coroutine on the loop thread and waits briefly for it to close its connection, so nothing
+keeps streaming in the background.
 """
 
 from __future__ import annotations
@@ -20,54 +21,136 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_lock = threading.Lock()
-_loop: asyncio.AbstractEventLoop | None = None
-
 #: How long an interrupted caller waits for the coroutine's cleanup (closing the HTTP
 #: response) before giving control back anyway.
 CANCEL_GRACE_S = 2.0
 
 
-def get_loop() -> asyncio.AbstractEventLoop:
-    """The llm_nb loop, started on first use."""
-    global _loop
-    with _lock:
-        if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            ready = threading.Event()
+class LoopThread:
+    """One daemon thread running an asyncio loop, started on first use; a session owns one.
 
-            def run() -> None:
-                asyncio.set_event_loop(loop)
-                loop.call_soon(ready.set)
-                loop.run_forever()
+    ``run_sync`` and ``iterate`` give sync callers the loop's coroutines and async
+    iterators; ``submit`` schedules a coroutine without waiting; ``close`` stops the thread
+    after cancelling what still runs on it.
+    """
 
-            threading.Thread(target=run, name="llm_nb-loop", daemon=True).start()
-            ready.wait()
-            _loop = loop
-        return _loop
+    def __init__(self, name: str = "llm_nb-loop") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
+    def __repr__(self) -> str:
+        return f"LoopThread({self._name!r}, {'running' if self.started else 'idle'})"
 
-def in_loop_thread() -> bool:
-    try:
-        return asyncio.get_running_loop() is _loop
-    except RuntimeError:
-        return False
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop, its thread started on first use."""
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
 
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
 
-def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Run ``coro`` on the llm_nb loop and wait for its result from any thread."""
-    if in_loop_thread():
-        coro.close()
-        raise RuntimeError("llm_nb's sync API was called from its own loop; use the async API")
-    job = submit(coro)
-    try:
-        result: T = job.future.result(timeout)
-        return result
-    except BaseException:
-        # KeyboardInterrupt (Ctrl-C, kernel interrupt) or timeout: stop the work on the
-        # loop thread too, and give it a moment to close its sockets.
-        job.cancel_and_wait()
-        raise
+                thread = threading.Thread(target=run, name=self._name, daemon=True)
+                thread.start()
+                ready.wait()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    @property
+    def started(self) -> bool:
+        """Whether the thread runs (it starts on first use)."""
+        loop = self._loop
+        return loop is not None and not loop.is_closed()
+
+    def in_loop_thread(self) -> bool:
+        """Whether the caller runs on this loop."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def run_sync(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on this loop and wait for its result from any thread."""
+        if self.in_loop_thread():
+            coro.close()
+            raise RuntimeError("llm_nb's sync API was called from its own loop; use the async API")
+        job = self.submit(coro)
+        try:
+            result: T = job.future.result(timeout)
+            return result
+        except BaseException:
+            # KeyboardInterrupt (Ctrl-C, kernel interrupt) or timeout: stop the work on the
+            # loop thread too, and give it a moment to close its sockets.
+            job.cancel_and_wait()
+            raise
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> Job:
+        """Schedule ``coro`` on this loop in a copy of the caller's context, so context
+        variables (the stats run id, the warm-up flag) follow the call to the loop thread."""
+        loop = self.get_loop()
+        ctx = contextvars.copy_context()
+        job = Job()
+
+        def start() -> None:
+            if job.future.cancelled():
+                coro.close()
+                job.finished.set()
+                return
+            task = loop.create_task(coro, context=ctx)
+
+            def done(t: asyncio.Task[Any]) -> None:
+                # The caller may have cancelled the Future meanwhile, from its own thread.
+                with contextlib.suppress(InvalidStateError):
+                    if t.cancelled():
+                        job.future.cancel()
+                    elif (exc := t.exception()) is not None:
+                        job.future.set_exception(exc)
+                    else:
+                        job.future.set_result(t.result())
+                job.finished.set()
+
+            task.add_done_callback(done)
+            job.future.add_done_callback(
+                lambda f: loop.call_soon_threadsafe(task.cancel) if f.cancelled() else None
+            )
+
+        loop.call_soon_threadsafe(start)
+        return job
+
+    def iterate(self, aiter_factory: Callable[[], AsyncIterator[Any]]) -> SyncIterator:
+        """Iterate, from sync code, the async iterator ``aiter_factory()`` run on this loop."""
+        return SyncIterator(aiter_factory, self)
+
+    def close(self, timeout: float = CANCEL_GRACE_S) -> None:
+        """Cancel what still runs on the loop, then stop its thread. A later use starts a
+        new one."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or loop.is_closed() or thread is None:
+            return
+        if thread is threading.current_thread():
+            raise RuntimeError("an llm_nb loop cannot be closed from its own thread")
+
+        async def cancel_all() -> None:
+            me = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not me]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await loop.shutdown_asyncgens()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
 
 
 class Job:
@@ -85,40 +168,6 @@ class Job:
         self.finished.wait(grace_s)
 
 
-def submit(coro: Coroutine[Any, Any, Any]) -> Job:
-    """Schedule ``coro`` on the llm_nb loop in a copy of the caller's context, so context
-    variables (the stats run id, the warm-up flag) follow the call to the loop thread."""
-    loop = get_loop()
-    ctx = contextvars.copy_context()
-    job = Job()
-
-    def start() -> None:
-        if job.future.cancelled():
-            coro.close()
-            job.finished.set()
-            return
-        task = loop.create_task(coro, context=ctx)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            # The caller may have cancelled the Future meanwhile, from its own thread.
-            with contextlib.suppress(InvalidStateError):
-                if t.cancelled():
-                    job.future.cancel()
-                elif (exc := t.exception()) is not None:
-                    job.future.set_exception(exc)
-                else:
-                    job.future.set_result(t.result())
-            job.finished.set()
-
-        task.add_done_callback(done)
-        job.future.add_done_callback(
-            lambda f: loop.call_soon_threadsafe(task.cancel) if f.cancelled() else None
-        )
-
-    loop.call_soon_threadsafe(start)
-    return job
-
-
 _DONE = object()
 
 
@@ -132,10 +181,12 @@ class SyncIterator:
     interrupt while waiting, closes it too.
     """
 
-    def __init__(self, aiter_factory: Callable[[], AsyncIterator[Any]]) -> None:
+    def __init__(
+        self, aiter_factory: Callable[[], AsyncIterator[Any]], loop_thread: LoopThread
+    ) -> None:
         self._q: queue.Queue[Any] = queue.Queue()
         self._closed = False
-        self._job = submit(self._pump(aiter_factory))
+        self._job = loop_thread.submit(self._pump(aiter_factory))
         self._items = self._consume()
 
     def __iter__(self) -> Iterator[Any]:
@@ -177,10 +228,6 @@ class SyncIterator:
         if not self._job.finished.is_set():
             self._job.cancel_and_wait()
         self._q.put(_DONE)
-
-
-def iterate_sync(aiter_factory: Callable[[], AsyncIterator[Any]]) -> SyncIterator:
-    return SyncIterator(aiter_factory)
 
 
 class _Raised:

@@ -1,13 +1,18 @@
-"""Call observers: how the stats recorder (and anything else) hears about every call.
+"""Call observers: how a session's recorder (and anything else) hears about every call.
 
-Providers know nothing about recording; the stream engine reports each call's start and
-end here. Observers must be quick and must not raise into the call: a failing observer is
-reported as a warning and the call goes on.
+Providers know nothing about recording; the stream engine reports each call's start and end
+to the :class:`CallObservers` of the provider's session. Observers must be quick and must not
+raise into the call: a failing observer is reported as a warning and the call goes on.
+
+A provider that belongs to no session reports to the default session's observers. The
+default session sits above the providers, so this module cannot import it: the package
+root hands over the way to reach it (:func:`set_default`).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -20,46 +25,57 @@ class CallObserver(Protocol):
     def call_finished(self, record: ChatResponse) -> None: ...
 
 
-_observers: list[CallObserver] = []
-_default_installed = False
+class CallObservers:
+    """The observers of one session's calls, told of each call's start and end in order."""
+
+    def __init__(self) -> None:
+        self._observers: list[CallObserver] = []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._observers!r})"
+
+    def __iter__(self) -> Iterator[CallObserver]:
+        return iter(list(self._observers))
+
+    def __contains__(self, observer: object) -> bool:
+        return observer in self._observers
+
+    def add(self, observer: CallObserver) -> None:
+        if observer not in self._observers:
+            self._observers.append(observer)
+
+    def remove(self, observer: CallObserver) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def started(self, record: ChatResponse) -> None:
+        for obs in list(self._observers):
+            try:
+                obs.call_started(record)
+            except Exception as exc:  # an observer bug must not break the user's call
+                warnings.warn(
+                    f"llm_nb observer {obs!r} failed: {exc!r}", RuntimeWarning, stacklevel=2
+                )
+
+    def finished(self, record: ChatResponse) -> None:
+        for obs in list(self._observers):
+            try:
+                obs.call_finished(record)
+            except Exception as exc:  # an observer bug must not break the user's call
+                warnings.warn(
+                    f"llm_nb observer {obs!r} failed: {exc!r}", RuntimeWarning, stacklevel=2
+                )
 
 
-def _install_default() -> None:
-    """Recording is on by default: the first call installs the stats recorder."""
-    global _default_installed
-    _default_installed = True
-    try:
-        from ._stats._recorder import get_recorder, recording_enabled
-
-        if recording_enabled():
-            add(get_recorder())
-    except Exception as exc:  # recording must never stop a call from being made
-        warnings.warn(f"llm_nb stats recording is off: {exc!r}", RuntimeWarning, stacklevel=3)
+_default: Callable[[], CallObservers] | None = None
 
 
-def add(observer: CallObserver) -> None:
-    if observer not in _observers:
-        _observers.append(observer)
+def set_default(observers: Callable[[], CallObservers]) -> None:
+    """Where calls of providers outside any session are reported: called at each call."""
+    global _default
+    _default = observers
 
 
-def remove(observer: CallObserver) -> None:
-    if observer in _observers:
-        _observers.remove(observer)
-
-
-def started(record: ChatResponse) -> None:
-    if not _default_installed:
-        _install_default()
-    for obs in list(_observers):
-        try:
-            obs.call_started(record)
-        except Exception as exc:  # an observer bug must not break the user's call
-            warnings.warn(f"llm_nb observer {obs!r} failed: {exc!r}", RuntimeWarning, stacklevel=2)
-
-
-def finished(record: ChatResponse) -> None:
-    for obs in list(_observers):
-        try:
-            obs.call_finished(record)
-        except Exception as exc:  # an observer bug must not break the user's call
-            warnings.warn(f"llm_nb observer {obs!r} failed: {exc!r}", RuntimeWarning, stacklevel=2)
+def default() -> CallObservers | None:
+    """The observers of calls made by a provider outside any session."""
+    return _default() if _default is not None else None

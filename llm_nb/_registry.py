@@ -1,11 +1,14 @@
 """The provider registry: model ids to provider instances, user aliases, and discovery.
 
-One provider instance per (provider, host), created on first use and reused so connection
-pools are shared. ``local`` starts llm_nb's bundled llama-server when nothing else is
-configured; with ``LLM_NB_LOCAL_URL`` set it is the llama-server at that URL instead
-(``python -m llm_nb notebook`` sets it, so its kernels share the server it started).
-Discovery probes the usual local ports concurrently with a short timeout: 8080
-(llama-server), 11434 (Ollama), 1234 (LM Studio), 8000 (vLLM).
+Each session has one. One provider instance per (provider, host), created on first use and
+reused so connection pools are shared; each provider module is imported when its first
+instance is made. Providers the registry holds report their calls to its session.
+
+``local`` starts llm_nb's bundled llama-server when nothing else is configured; with
+``LLM_NB_LOCAL_URL`` set it is the llama-server at that URL instead (``python -m llm_nb
+notebook`` sets it, so its kernels share the server it started). Discovery probes the usual
+local ports concurrently with a short timeout: 8080 (llama-server), 11434 (Ollama), 1234
+(LM Studio), 8000 (vLLM).
 """
 
 from __future__ import annotations
@@ -15,12 +18,16 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from ._errors import InvalidOptionError
 from ._modelid import ModelId, parse_model_id
-from .providers.base import Provider
+
+if TYPE_CHECKING:
+    from ._observers import CallObservers
+    from .providers.base import Provider
 
 #: A running llama-server for the model id ``local`` to use instead of starting one.
 LOCAL_URL_ENV = "LLM_NB_LOCAL_URL"
@@ -60,15 +67,22 @@ class Found:
 
 
 class Registry:
-    def __init__(self) -> None:
+    """``observers``: where the providers held here report their calls (their session's);
+    None leaves each provider as it is."""
+
+    def __init__(self, observers: CallObservers | None = None) -> None:
         self.aliases: dict[str, str] = {}
         self._providers: dict[tuple[str, str | None], Provider] = {}
         self._lock = threading.Lock()
+        self._observers = observers
         #: Starts the bundled server for "local"; replaceable in tests.
         self.local_server_factory: Callable[[], str] | None = None
 
     def add(self, provider: Provider, *, default: bool = False) -> Provider:
-        """Register a configured provider instance (e.g. with an explicit key or transport)."""
+        """Register a configured provider instance (e.g. with an explicit key or transport);
+        its calls are reported to this registry's session from now on."""
+        if self._observers is not None:
+            provider.observers = self._observers
         with self._lock:
             self._providers[(provider.name, provider.host)] = provider
             if default:
@@ -83,6 +97,8 @@ class Registry:
             if found is None:
                 cls = provider_class(name)
                 candidate = cls(host) if host else cls()
+                if self._observers is not None:
+                    candidate.observers = self._observers
                 # One instance per server: the default and an explicit @host may be the same.
                 found = self._providers.setdefault((name, candidate.host), candidate)
                 self._providers[key] = found
@@ -163,16 +179,3 @@ async def _probe(
     except (httpx.HTTPError, ValueError):
         return None
     return None
-
-
-_registry: Registry | None = None
-_registry_lock = threading.Lock()
-
-
-def registry() -> Registry:
-    """The process-wide registry."""
-    global _registry
-    with _registry_lock:
-        if _registry is None:
-            _registry = Registry()
-        return _registry

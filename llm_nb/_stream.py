@@ -3,7 +3,8 @@
 It yields typed deltas, fills a :class:`ChatResponse` record as chunks arrive (so a partial
 answer survives any failure), times every token-carrying chunk with a monotonic clock, and
 closes the HTTP response in ``finally`` whether the stream finished, failed, was abandoned or
-was cancelled. Providers supply only the wire specifics through :class:`WireDialect`.
+was cancelled. Providers supply only the wire specifics through :class:`WireDialect`. Each
+call's start and end go to the observers of the provider's session (see ``_observers``).
 """
 
 from __future__ import annotations
@@ -71,10 +72,19 @@ class ChatStream:
     the response is closed when the iteration ends, fails or the stream is closed.
     """
 
-    def __init__(self, record: ChatResponse, send: SendFn, dialect: WireDialect) -> None:
+    def __init__(
+        self,
+        record: ChatResponse,
+        send: SendFn,
+        dialect: WireDialect,
+        *,
+        observers: _observers.CallObservers | None = None,
+    ) -> None:
         self.response = record
         self._send = send
         self._dialect = dialect
+        #: Who hears of this call (None: the default session's observers, found at the start).
+        self._observers = observers
         self._gen: AsyncIterator[Delta] | None = None
         self._http: httpx.Response | None = None
         self._tools: dict[int, list[Any]] = {}
@@ -126,7 +136,10 @@ class ChatStream:
         trace = record.trace
         # Observers first, so their work (the recorder's bookkeeping) is not counted as the
         # server's time to first token.
-        _observers.started(record)
+        if self._observers is None:
+            self._observers = _observers.default()
+        if self._observers is not None:
+            self._observers.started(record)
         trace.started_at = datetime.now(UTC)
         trace.t_send_ns = time.perf_counter_ns()
         status = "error"
@@ -265,4 +278,7 @@ class ChatStream:
                 record.finish_reason = "tool_calls"
         record.status = status  # type: ignore[assignment]
         record.error = error
-        _observers.finished(record)
+        if self._observers is None:
+            self._observers = _observers.default()
+        if self._observers is not None:
+            self._observers.finished(record)

@@ -27,6 +27,12 @@ Fixture contract (other test modules rely on these names and behaviours):
     The router passes -c 4096 -np 4 -t N -ngl 0 --no-warmup on to each child it spawns.
     ``LLAMA_CACHE`` points at an empty dir so models in the machine's Hugging Face cache are
     not listed. GET /props -> ``{"role": "router", "max_instances": 1, ...}``.
+``session`` -> ``llm_nb._session.Session``
+    An isolated session, made the default while the test runs (``llm_nb.chat``, ``%%llm``,
+    the panels and providers outside any session all report to it): an in-memory recorder
+    (``session.recorder``), no hardware sampler, and no server facts fetched after a call
+    (they would send a fault server requests of their own). Closed after the test: its
+    loop thread stops and its providers' connections on that loop close.
 ``canary_api_key`` -> str
     A fixed fake secret (``CANARY_API_KEY``). Tests that pass an API key anywhere use this one
     and then scan reprs, errors, logs, DataFrames and notebook output for it: it must never
@@ -43,6 +49,7 @@ import signal
 import sys
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -54,6 +61,9 @@ from llm_nb._embedded.process.server import LlamaServer
 
 # Fails the run if the canary key below is in any file the session wrote (see the module).
 pytest_plugins = ("tests.secret_scan",)
+
+if TYPE_CHECKING:
+    from llm_nb._session import Session
 
 #: Fake secret that must never show up in any output. Not a real key for anything.
 CANARY_API_KEY = "sk-canary-3f9c2a71d4e86b05c1a7e9d2b4f60813"
@@ -195,7 +205,6 @@ def _close_every_provider() -> None:
     import contextlib
     import gc
 
-    from llm_nb._loop import get_loop, run_sync
     from llm_nb.providers.base import Provider
 
     for p in [o for o in gc.get_objects() if isinstance(o, Provider)]:
@@ -203,12 +212,20 @@ def _close_every_provider() -> None:
             with contextlib.suppress(Exception):
                 if loop.is_closed():
                     continue
-                if loop is get_loop():
-                    run_sync(p.aclose(), timeout=5)
-                elif loop.is_running():  # another thread's loop
+                if loop.is_running():  # another thread's loop (a session's)
                     asyncio.run_coroutine_threadsafe(p.aclose(), loop).result(5)
                 else:  # pytest's loop, between tests
                     loop.run_until_complete(p.aclose())
+
+
+@pytest.fixture
+def session() -> Iterator[Session]:
+    """An isolated session made the default for the test (see the module docstring)."""
+    from llm_nb._session import Session, use_session
+    from llm_nb._stats import Recorder
+
+    with Session(recorder=Recorder(None, None), server_facts=False) as s, use_session(s):
+        yield s
 
 
 @pytest.fixture

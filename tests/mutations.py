@@ -196,11 +196,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "facts-fetch-on-the-callers-loop",
-        "llm_nb/_stats/_recorder.py",
-        "        job = submit(self._fetch_server_facts(key, record))\n",
-        "        job = submit(self._fetch_server_facts(key, record))\n"
+        "llm_nb/_session.py",
+        "        job = self.loop.submit(self._fetch_server_facts(recorder, key, record))\n",
+        "        job = self.loop.submit(self._fetch_server_facts(recorder, key, record))\n"
         "        __import__('asyncio').get_running_loop().create_task("
-        "self._fetch_server_facts(key, record))\n",
+        "self._fetch_server_facts(recorder, key, record))\n",
         fast=(f"{FAULTS}::test_a_finished_call_leaves_no_task_on_the_callers_loop",),
         what="a background request left on the caller's loop (the session-end warning)",
     ),

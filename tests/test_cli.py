@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from llm_nb import __main__ as cli
-from llm_nb._registry import LOCAL_URL_ENV, registry
+from llm_nb._registry import LOCAL_URL_ENV
+from llm_nb._session import registry
 from tests.faults import plays
 from tests.faults.server import FaultServer
 from tests.faults.wires import LLAMACPP, OPENAI

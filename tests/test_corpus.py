@@ -29,6 +29,7 @@ from llm_nb import (
     ServerError,
 )
 from llm_nb._registry import Registry
+from llm_nb._session import Session
 from llm_nb._stats import call_row
 from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
@@ -75,10 +76,9 @@ PROVIDERS: dict[str, tuple[type[Provider], str]] = {
 
 
 @pytest.fixture
-def reg(monkeypatch: pytest.MonkeyPatch) -> Registry:
-    fresh = Registry()
-    monkeypatch.setattr("llm_nb._registry._registry", fresh)
-    return fresh
+def reg(session: Session) -> Registry:
+    """The registry of a fresh session, made the default for the test."""
+    return session.registry
 
 
 def serve(reg: Registry, wire: str, body: bytes, status: int = 200) -> str:

@@ -33,8 +33,8 @@ from llm_nb import InvalidOptionError, scorers
 from llm_nb._eval import _progress
 from llm_nb._eval import scorers as scorer_module
 from llm_nb._eval._store import CellStore, run_path
-from llm_nb._loop import get_loop
 from llm_nb._registry import Registry
+from llm_nb._session import Session, get_loop
 from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider
 from tests.kernels import iopub_until_idle, started_kernel
@@ -114,12 +114,11 @@ class MockServer:
 
 
 @pytest.fixture
-def reg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Registry:
-    """A fresh process registry, and an empty data dir for saved runs."""
-    fresh = Registry()
-    monkeypatch.setattr("llm_nb._registry._registry", fresh)
+def reg(session: Session, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Registry:
+    """The registry of a fresh session, made the default for the test, and an empty data
+    dir for saved runs."""
     monkeypatch.setenv("LLM_NB_DATA_DIR", str(tmp_path))
-    return fresh
+    return session.registry
 
 
 def serve(reg: Registry, server: MockServer, host: str) -> str:

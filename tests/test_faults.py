@@ -31,6 +31,7 @@ from llm_nb._errors import (
     ProtocolError,
     ServerError,
 )
+from llm_nb._session import Session, use_session
 from llm_nb._stats import Recorder
 from llm_nb._types import TextDelta
 from llm_nb._wire._lines import MAX_LINE_BYTES
@@ -53,7 +54,6 @@ from tests.faults import (
     until,
 )
 from tests.faults.checks import assert_released, attempt, only_row
-from tests.faults.recording import only_recorder
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -63,9 +63,10 @@ FULL = "".join(plays.TOKENS)
 
 
 @pytest.fixture
-def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    """The only call observer during the test: an in-memory recorder."""
-    return only_recorder(monkeypatch)
+def rec(session: Session) -> Recorder:
+    """The only call observer during the test: the in-memory recorder of a session of the
+    test's own."""
+    return session.recorder
 
 
 wires = pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)
@@ -451,7 +452,7 @@ def test_sync_stream_closed_from_another_thread(rec: Recorder) -> None:
 async def test_stop_in_a_panel_closes_connection(wire: Wire, rec: Recorder, kind: str) -> None:
     """The panels' Stop button, clicked while the answer streams: the work runs as a task on
     this (the kernel's) loop, the click cancels it, and the server sees the socket close."""
-    from llm_nb._registry import registry
+    from llm_nb._session import registry
 
     with FaultServer(plays.answer(wire, SLOW, delay_s=0.05)) as srv:
         host = f"127.0.0.1:{srv.port}"
@@ -498,20 +499,14 @@ def new_tasks(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
 
 
 @pytest.mark.parametrize("wire", [LLAMACPP, OLLAMA], ids=lambda w: w.name)
-async def test_a_finished_call_leaves_no_task_on_the_callers_loop(
-    wire: Wire, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """After a call the stats recorder fetches the server's facts (/props, /api/show): on
-    llm_nb's own loop, so the caller's loop has nothing of llm_nb's left running."""
-    from llm_nb import _observers
-    from llm_nb._loop import submit
-    from llm_nb._registry import registry
-
-    recorder = Recorder(None, None)  # the real one, server facts included
-    monkeypatch.setattr(_observers, "_observers", [recorder])
-    monkeypatch.setattr(_observers, "_default_installed", True)
+async def test_a_finished_call_leaves_no_task_on_the_callers_loop(wire: Wire) -> None:
+    """After a call the session fetches the server's facts (/props, /api/show) for its
+    recorder: on the session's own loop, so the caller's loop has nothing of llm_nb's left
+    running."""
+    recorder = Recorder(None, None)
+    session = Session(recorder=recorder)  # server facts fetched, as by default
     before = asyncio.all_tasks()
-    with FaultServer(plays.answer(wire)) as srv:
+    with session, use_session(session), FaultServer(plays.answer(wire)) as srv:
         host = f"127.0.0.1:{srv.port}"
         try:
             r = await llm_nb.achat(f"{wire.name}:m@{host}", "hi")
@@ -523,9 +518,9 @@ async def test_a_finished_call_leaves_no_task_on_the_callers_loop(
             key = (r.run_id, wire.name, host, "m")
             assert await until(lambda: "fetched_at" in recorder.server_facts.get(key, {}))
         finally:
-            p = registry().get(wire.name, host)
+            p = session.registry.get(wire.name, host)
             await p.aclose()
-            await asyncio.wrap_future(submit(p.aclose()).future)
+            await asyncio.wrap_future(session.loop.submit(p.aclose()).future)
 
 
 async def test_an_ollama_listing_that_fails_leaves_no_request_running(rec: Recorder) -> None:

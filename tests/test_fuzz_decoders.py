@@ -29,9 +29,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llm_nb import _observers
 from llm_nb._errors import LLMError, ProtocolError
-from llm_nb._loop import run_sync
+from llm_nb._session import Session, run_sync, use_session
 from llm_nb._wire.ndjson import NDJSONDecoder
 from llm_nb._wire.retry import RetryPolicy
 from llm_nb._wire.sse import SSEDecoder, SSEEvent
@@ -48,10 +47,9 @@ def fuzz(examples: int) -> settings:
 
 @pytest.fixture(scope="module", autouse=True)
 def no_recording() -> Iterator[None]:
-    """Thousands of calls: keep them out of the stats store (and skip the hardware sampler)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_observers, "_observers", [])
-        mp.setattr(_observers, "_default_installed", True)
+    """Thousands of calls: made in a session that records nothing (no stats store, no
+    hardware sampler, no server facts)."""
+    with Session(record=False, server_facts=False) as s, use_session(s):
         yield
 
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from llm_nb._stats._host import host_facts, host_facts_from
-from llm_nb._stats._sampler import HardwareSampler, get_sampler
+from llm_nb._stats._sampler import HardwareSampler
 from llm_nb._stats._window import WINDOW_KEYS
 
 GPU_KEYS = ("gpu_util_pct", "gpu_mem_mb", "gpu_power_w", "gpu_energy_j")
@@ -335,10 +335,6 @@ def test_sampling_rate_is_about_3_hz(sampler: HardwareSampler) -> None:
     t1 = t0 + 2 * 10**9
     n = sum(t0 <= s.t_ns <= t1 for s in sampler.samples())
     assert 4 <= n <= 9
-
-
-def test_get_sampler_is_a_singleton() -> None:
-    assert get_sampler() is get_sampler()
 
 
 # -- host facts -------------------------------------------------------------------------------

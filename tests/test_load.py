@@ -30,6 +30,7 @@ import pytest
 
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS
 from llm_nb._embedded.process.server import LlamaServer
+from llm_nb._session import Session
 from llm_nb._stats import Recorder
 from llm_nb._stream import ChatStream
 from llm_nb._types import ChatResponse
@@ -37,7 +38,6 @@ from llm_nb._wire.http import HTTPConfig
 from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider
 from tests.faults import LLAMACPP, OLLAMA, FaultServer, Wire, client_sockets, plays, until
-from tests.faults.recording import only_recorder
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -57,9 +57,10 @@ RSS_GROWTH_MB = 8.0
 
 
 @pytest.fixture
-def rec(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    """The only call observer during the test: an in-memory recorder."""
-    return only_recorder(monkeypatch)
+def rec(session: Session) -> Recorder:
+    """The only call observer during the test: the in-memory recorder of a session of the
+    test's own."""
+    return session.recorder
 
 
 def rss_mb() -> float:

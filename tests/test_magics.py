@@ -24,9 +24,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import llm_nb
-from llm_nb import _observers
 from llm_nb._embedded.process.server import free_port
-from llm_nb._loop import run_sync
 from llm_nb._magics import LLMMagics
 from llm_nb._magics._args import parse_cell_args
 from llm_nb._magics._display import RichView
@@ -34,12 +32,11 @@ from llm_nb._magics._errors import MagicError, StreamInterrupted
 from llm_nb._magics._render import Column, answer_bundle, columns_bundle, extract_code
 from llm_nb._magics._runner import Call, run_calls
 from llm_nb._magics._template import fill
-from llm_nb._registry import registry
 from llm_nb._safe_html import markdown_html
+from llm_nb._session import default_session, registry, run_sync
 from llm_nb._types import ChatResponse
 from tests.contract import OllamaContractServer
 from tests.faults import LLAMACPP, FaultServer, client_sockets, plays
-from tests.faults.recording import only_recorder
 
 LONG = {"ignore_eos": True}  # llama-server: keep generating up to max_tokens
 
@@ -70,9 +67,10 @@ class Started:
 @pytest.fixture
 def started() -> Iterator[Started]:
     obs = Started()
-    _observers.add(obs)
+    observers = default_session().observers
+    observers.add(obs)
     yield obs
-    _observers.remove(obs)
+    observers.remove(obs)
 
 
 # -- loading ----------------------------------------------------------------------------------
@@ -401,13 +399,11 @@ class Frames:
 TICKS = [f"t{i} " for i in range(100)]
 
 
-def test_live_display_redraws_at_most_and_at_least_once_per_throttle(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.mark.usefixtures("session")
+def test_live_display_redraws_at_most_and_at_least_once_per_throttle() -> None:
     """What a notebook cell shows while a multi-second answer streams (fault server, no
     llama-server): live redraws spaced by throttle_s (not one per token), yet they do
     happen all along, and the last frame holds the whole answer."""
-    only_recorder(monkeypatch)
     throttle = 0.25
     with FaultServer(plays.answer(LLAMACPP, TICKS, delay_s=0.025)) as srv:
         p = LLAMACPP.provider(srv.url)
@@ -439,12 +435,10 @@ def test_live_display_redraws_at_most_and_at_least_once_per_throttle(
     assert final[1]["text/plain"] == record.text
 
 
-def test_interrupt_keeps_the_partial_answer_on_screen(
-    ctrl_c: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("session")
+def test_interrupt_keeps_the_partial_answer_on_screen(ctrl_c: None) -> None:
     """Ctrl-C (or the kernel's interrupt) mid-answer: the cell's last frame still shows what
     had arrived, marked interrupted, and the connection is closed (fault server)."""
-    only_recorder(monkeypatch)
     main = threading.get_ident()
     with FaultServer(plays.answer(LLAMACPP, TICKS, delay_s=0.05)) as srv:
         p = LLAMACPP.provider(srv.url)

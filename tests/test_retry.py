@@ -21,11 +21,11 @@ from llm_nb._errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
+from llm_nb._session import Session
 from llm_nb._wire.retry import RetryPolicy, retry_after_s, should_retry
 from llm_nb.providers import LlamaCppProvider, OpenAIProvider
 from tests.faults import OPENAI, WIRES, Conn, FaultServer, Request, Wire, plays
 from tests.faults.checks import assert_released, attempt, only_row
-from tests.faults.recording import only_recorder
 from tests.scripted import provider, replies
 
 pytestmark = pytest.mark.timeout(90)
@@ -208,9 +208,9 @@ def rate_limited(wire: Wire) -> bytes:
     ids=["retry-after", "retry-after-ms"],
 )
 async def test_429_retry_after_is_honoured_then_success(
-    wire: Wire, header: str, value: str, wait_s: float, monkeypatch: pytest.MonkeyPatch
+    wire: Wire, header: str, value: str, wait_s: float, session: Session
 ) -> None:
-    rec = only_recorder(monkeypatch)
+    rec = session.recorder
     # Without the hint the first backoff would be 2.25-3 s: a wait near the hint proves it
     # was used.
     policy = RetryPolicy(max_retries=2, initial_delay_s=3.0)
@@ -230,8 +230,8 @@ async def test_429_retry_after_is_honoured_then_success(
         await assert_released(srv, p, pooled_ok=True)
 
 
-async def test_429_retry_after_http_date(monkeypatch: pytest.MonkeyPatch) -> None:
-    only_recorder(monkeypatch)
+@pytest.mark.usefixtures("session")
+async def test_429_retry_after_http_date() -> None:
 
     async def play(req: Request, conn: Conn) -> None:
         if req.index == 0:
@@ -251,8 +251,8 @@ async def test_429_retry_after_http_date(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @wires
-async def test_429_retries_exhausted(wire: Wire, monkeypatch: pytest.MonkeyPatch) -> None:
-    rec = only_recorder(monkeypatch)
+async def test_429_retries_exhausted(wire: Wire, session: Session) -> None:
+    rec = session.recorder
     hint = (429, {"retry-after-ms": "20"}, rate_limited(wire))
     with FaultServer(plays.statuses_then(wire, [hint] * 5)) as srv:
         p = wire.provider(srv.url, retry=RetryPolicy(max_retries=2))
@@ -275,8 +275,8 @@ def loading(wire: Wire) -> tuple[int, dict[str, str], bytes]:
 
 
 @wires
-async def test_503_loading_model_then_ready(wire: Wire, monkeypatch: pytest.MonkeyPatch) -> None:
-    rec = only_recorder(monkeypatch)
+async def test_503_loading_model_then_ready(wire: Wire, session: Session) -> None:
+    rec = session.recorder
     with FaultServer(plays.statuses_then(wire, [loading(wire)] * 2)) as srv:
         p = wire.provider(srv.url, retry=RetryPolicy(max_retries=2, initial_delay_s=0.05))
         err, s = await attempt(p)
@@ -289,10 +289,8 @@ async def test_503_loading_model_then_ready(wire: Wire, monkeypatch: pytest.Monk
 
 
 @wires
-async def test_503_loading_forever_is_service_unavailable(
-    wire: Wire, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    rec = only_recorder(monkeypatch)
+async def test_503_loading_forever_is_service_unavailable(wire: Wire, session: Session) -> None:
+    rec = session.recorder
     with FaultServer(plays.statuses_then(wire, [loading(wire)] * 9)) as srv:
         p = wire.provider(srv.url, retry=RetryPolicy(max_retries=2, initial_delay_s=0.01))
         err, s = await attempt(p)

@@ -32,10 +32,11 @@ from typing import Any
 import psutil
 import pytest
 
-from llm_nb import _observers, sync
+from llm_nb import sync
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS
 from llm_nb._embedded.process.server import LlamaServer, free_port
 from llm_nb._errors import AuthenticationError, LLMError
+from llm_nb._session import default_session
 from llm_nb._stats import Recorder, _frames
 from llm_nb._stats._store import Store
 from llm_nb._wire.http import HTTPConfig
@@ -43,7 +44,6 @@ from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider
 from llm_nb.providers.base import Provider
 from tests.faults import WIRES, Conn, FaultServer, Request, Wire, plays
-from tests.faults.recording import QuietRecorder
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,12 +114,13 @@ class Surfaces:
 def store_rec(tmp_path: Path) -> Iterator[Recorder]:
     """A recorder with an on-disk store, next to the default one (which stays on, so the
     session's store gets these rows too and the end-of-session scan covers it)."""
-    r = QuietRecorder(Store(tmp_path / "calls.sqlite"), None)
-    _observers.add(r)
+    r = Recorder(Store(tmp_path / "calls.sqlite"), None)
+    observers = default_session().observers
+    observers.add(r)
     try:
         yield r
     finally:
-        _observers.remove(r)
+        observers.remove(r)
 
 
 def add_records(s: Surfaces, rec: Recorder, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 import llm_nb
-from llm_nb import _observers
+from llm_nb._session import Session, use_session
 from llm_nb._stats import COLUMNS, Recorder, _frames, call_row, new_run, set_price, warmup
 from llm_nb._stats._store import Store
 from llm_nb._types import CallTrace, ChatResponse, ServerTimings, Usage
@@ -154,10 +154,11 @@ class Sampler:
 
 @pytest.fixture
 def rec(tmp_path: Path) -> Iterator[Recorder]:
+    """The recorder (with its store and a stand-in sampler) of a session of the test's own,
+    made the default while the test runs."""
     r = Recorder(Store(tmp_path / "calls.sqlite"), Sampler())  # type: ignore[arg-type]
-    _observers.add(r)
-    yield r
-    _observers.remove(r)
+    with Session(recorder=r) as s, use_session(s):
+        yield r
     assert r.store is not None
     r.store.close()
 
@@ -329,7 +330,7 @@ def h(r):
         {"role": "assistant", "content": "x"}, "finish_reason": "stop"}]})
 p = LlamaCppProvider("127.0.0.1:9", transport=httpx.MockTransport(h))
 llm_nb.sync(p).chat("m", "hi")
-from llm_nb._stats import get_recorder
+from llm_nb._session import get_recorder
 assert len(get_recorder().rows()) == 1, get_recorder().rows()
 assert "pandas" not in sys.modules, "pandas imported by recording"
 print(type(llm_nb.stats()).__name__)

@@ -10,6 +10,7 @@ default recorder, and report what they saw as JSON.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import pytest
 
 import llm_nb
 from llm_nb import LLMError
+from llm_nb._session import Session, use_session
 from llm_nb._stats import Recorder, StatsStoreError, StatsStoreWarning, call_row
 from llm_nb._stats._store import Store
 from llm_nb._types import ChatResponse
@@ -58,6 +61,13 @@ async def make_calls(n: int) -> None:
     await p.aclose()
 
 
+@contextlib.contextmanager
+def recording_to(r: Recorder) -> Iterator[None]:
+    """Calls made inside are recorded by ``r`` alone, in a session of their own."""
+    with Session(recorder=r, server_facts=False) as s, use_session(s):
+        yield
+
+
 async def calls_in_rounds(r: Recorder, rounds: int, n: int) -> None:
     """``n`` calls, then wait for the store's writer, ``rounds`` times."""
     for _ in range(rounds):
@@ -86,15 +96,9 @@ async def test_a_file_of_garbage_is_set_aside_once_and_calls_go_on(tmp_path: Pat
     path = tmp_path / "calls.sqlite"
     garbage = b"this is not a database " * 200
     path.write_bytes(garbage)
-    from llm_nb import _observers
-
     r = Recorder(Store(path))
-    _observers.add(r)
-    try:
-        with pytest.warns(StatsStoreWarning) as caught:
-            await calls_in_rounds(r, 2, 20)
-    finally:
-        _observers.remove(r)
+    with recording_to(r), pytest.warns(StatsStoreWarning) as caught:
+        await calls_in_rounds(r, 2, 20)
     messages = store_warnings(caught.list)
     assert len(messages) == 1, messages
     one_line(messages[0])
@@ -162,15 +166,9 @@ def test_reading_a_corrupt_file_is_a_typed_one_line_error(tmp_path: Path) -> Non
 async def test_an_unopenable_store_warns_once_and_keeps_rows_in_memory(tmp_path: Path) -> None:
     path = tmp_path / "calls.sqlite"
     path.mkdir()  # a directory where the file should be: no user can write it as a file
-    from llm_nb import _observers
-
     r = Recorder(Store(path))
-    _observers.add(r)
-    try:
-        with pytest.warns(StatsStoreWarning) as caught:
-            await calls_in_rounds(r, 5, 10)
-    finally:
-        _observers.remove(r)
+    with recording_to(r), pytest.warns(StatsStoreWarning) as caught:
+        await calls_in_rounds(r, 5, 10)
     messages = store_warnings(caught.list)
     assert len(messages) == 1, messages
     one_line(messages[0])
@@ -223,7 +221,7 @@ with warnings.catch_warnings(record=True) as caught:
             llm_nb.chat("openai:m@127.0.0.1:9", "hi")
         except Exception as exc:
             out["errors"].append(repr(exc))
-    from llm_nb._stats import get_recorder
+    from llm_nb._session import get_recorder
     get_recorder().store.flush()
 if scenario == "full":
     resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space freed again

@@ -23,6 +23,8 @@ from llm_nb import APITimeoutError, LlamaCppProvider
 from llm_nb._magics._display import RichView
 from llm_nb._magics._render import waiting_bundle
 from llm_nb._magics._runner import Call, run_calls
+from llm_nb._session import Session
+from llm_nb._stats import Recorder
 from llm_nb._wire.http import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
@@ -30,7 +32,6 @@ from llm_nb._wire.http import (
 )
 from llm_nb._wire.retry import RetryPolicy
 from tests.faults import LLAMACPP, OPENAI, Conn, FaultServer, Request, plays
-from tests.faults.recording import QuietRecorder, only_recorder
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,9 +39,10 @@ NO_RETRY = RetryPolicy(max_retries=0)
 
 
 @pytest.fixture(autouse=True)
-def rec(monkeypatch: pytest.MonkeyPatch) -> QuietRecorder:
-    """Record in memory, without the recorder's own requests for server facts."""
-    return only_recorder(monkeypatch)
+def rec(session: Session) -> Recorder:
+    """Record in memory, in a session of the test's own that sends no requests for server
+    facts."""
+    return session.recorder
 
 
 FULL = "".join(plays.TOKENS)

@@ -27,16 +27,14 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import llm_nb
 from llm_nb._embedded.process.server import free_port
-from llm_nb._loop import run_sync
-from llm_nb._registry import registry
 from llm_nb._safe_html import escape, markdown_html, note_html
+from llm_nb._session import registry, run_sync
 from llm_nb._widgets import ChatPanel, ComparePanel, ModelPicker, _defaults, _picker
 from llm_nb._widgets._compare import _plot_widget
 from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers.llamacpp import LlamaCppProvider
 from tests.contract import OllamaContractServer
 from tests.faults import LLAMACPP, Conn, FaultServer, Request, plays
-from tests.faults.recording import only_recorder
 from tests.kernels import iopub_until_idle, started_kernel
 
 LONG = {"ignore_eos": True}  # llama-server: keep generating up to max_tokens
@@ -228,12 +226,10 @@ def test_without_a_running_loop_the_work_runs_on_llm_nb_loop(model: str) -> None
     assert changes.count > first and changes.threads == {threading.get_ident()}
 
 
-def test_without_a_running_loop_widgets_change_on_the_callers_thread(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.mark.usefixtures("session")
+def test_without_a_running_loop_widgets_change_on_the_callers_thread() -> None:
     """The same fallback against a fault server (no llama-server): the answer streams on
     llm_nb's loop thread, and every change to the widgets is made on the caller's thread."""
-    only_recorder(monkeypatch)
     tokens = [f"w{i} " for i in range(20)]
     with FaultServer(plays.answer(LLAMACPP, tokens, delay_s=0.02)) as srv:
         host = host_of(srv.url)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidOptionError
 from .._options import ChatOptions
-from .._registry import registry
+from .._session import registry
 from .._stats import COLUMNS
 from .._types import build_messages
 from . import scorers as sc

@@ -147,9 +147,9 @@ def summarize(frame: pd.DataFrame, scorer_names: list[str]) -> pd.DataFrame:
     """One row per model id: mean scores, cell count, then the stats summary columns."""
     import pandas as pd
 
+    from .._session import get_recorder
     from .._stats._frames import summary as stats_summary
     from .._stats._host import host_facts
-    from .._stats._recorder import get_recorder
 
     score_columns = [f"score_{name}" for name in scorer_names]
     servers = dict(get_recorder().server_facts)

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Unpack
 
 from .._errors import InvalidOptionError
-from .._loop import Job, in_loop_thread, submit
+from .._loop import Job
 from .._options import ChatKwargs, takes_chat_options
+from .._session import in_loop_thread, submit
 from .._stats import call_row, new_run
 from .._stats import warmup as warmup_calls
 from .._types import ChatResponse
@@ -327,7 +328,8 @@ def cell_result(cell: Cell, record: ChatResponse, error: Exception | None) -> di
 def observed_row(record: ChatResponse) -> dict[str, Any]:
     """The call's row as the stats recorder wrote it, with the same hardware window (its
     sampler keeps minutes of samples)."""
-    from .._stats._recorder import get_recorder, recording_enabled
+    from .._session import get_recorder
+    from .._stats._recorder import recording_enabled
 
     hardware: Mapping[str, float] | None = None
     t = record.trace

@@ -129,7 +129,7 @@ class LLMMagics(Magics):
 
     def _sync_aliases(self) -> None:
         """Mirror ``aliases`` into the registry, removing ones this class put there before."""
-        from .._registry import registry
+        from .._session import registry
 
         shared = registry().aliases
         for name, target in self._applied_aliases.items():
@@ -281,10 +281,11 @@ class LLMMagics(Magics):
         rest = [w for w in words if w != "--summary"]
         if len(rest) > 1 or any(w.startswith("-") for w in rest):
             raise UsageError(f"usage: {_STATS_USAGE}")
-        from .. import _stats
+        from .._session import stats
+        from .._session import summary as run_summary
 
         run_id = rest[0] if rest else None
-        return _stats.summary(run_id) if summary else _stats.stats(run_id)
+        return run_summary(run_id) if summary else stats(run_id)
 
 
 LLMMagics.llm.__doc__ = usage()
@@ -301,7 +302,7 @@ def _open_stream(model: str, prompt: Any, options: dict[str, Any], stream: bool)
 
 
 def _show_stats(run_id: str, rich: bool) -> None:
-    from .._stats import stats
+    from .._session import stats
     from ._display import ipython_display
 
     frame = stats(run_id)

@@ -36,7 +36,7 @@ def models_frame(discover: bool) -> pd.DataFrame:
     """The table, one row per model (or per server that did not answer)."""
     import pandas as pd
 
-    from .._loop import run_sync
+    from .._session import run_sync
 
     rows, problems = run_sync(_collect(discover))
     for problem in problems:
@@ -54,7 +54,7 @@ def models_frame(discover: bool) -> pd.DataFrame:
 
 
 async def _collect(discover: bool) -> tuple[list[dict[str, Any]], list[str]]:
-    from .._registry import registry
+    from .._session import registry
 
     reg = registry()
     if discover:
@@ -134,7 +134,7 @@ def _size(n: int | None) -> str | None:
 def manage(action: str, model_id: str, *, rich: bool, throttle_s: float) -> str:
     """Run load/unload/pull/delete on ``model_id``; returns the line to print."""
     from .._api import provider
-    from .._loop import iterate_sync, run_sync
+    from .._session import iterate_sync, run_sync
 
     p, name = provider(model_id)
     where = f"{p.name}:{name}@{p.host}"

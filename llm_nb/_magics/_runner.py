@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .._errors import LLMError
-from .._loop import CANCEL_GRACE_S, Job, submit
+from .._loop import CANCEL_GRACE_S, Job
+from .._session import submit
 from .._stream import ChatStream
 from .._types import ChatResponse
 

@@ -1,10 +1,11 @@
-"""The Recorder: hears every call (through ``llm_nb._observers``) and keeps one row per call.
+"""The Recorder: hears every call (as one of a session's observers) and keeps one row per call.
 
-On by default: the first call anywhere installs the process-wide recorder, unless
-``LLM_NB_RECORD=0``. Rows are kept in memory as dicts (pandas is imported only when a frame is
-asked for) and appended to the on-disk store. ``new_run()`` groups calls under one run id and
-``warmup()`` marks calls to leave out of summaries; both are context variables, so they follow
-a call into tasks and onto llm_nb's loop thread.
+On by default: a session's first call installs its recorder, unless ``LLM_NB_RECORD=0``. Rows
+are kept in memory as dicts (pandas is imported only when a frame is asked for) and appended to
+the on-disk store. The recorder only consumes what it is handed: call records, and the server
+facts its session fetched through the call's provider; it never calls a server. ``new_run()``
+groups calls under one run id and ``warmup()`` marks calls to leave out of summaries; both are
+context variables, so they follow a call into tasks and onto llm_nb's loop thread.
 """
 
 from __future__ import annotations
@@ -15,18 +16,16 @@ import itertools
 import logging
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._loop import Job, submit
-from .._types import ChatResponse
 from ._row import call_row
 from ._store import Store, cause, warn_once
 
 if TYPE_CHECKING:
+    from .._types import ChatResponse
     from ._sampler import HardwareSampler
 
 log = logging.getLogger("llm_nb.stats")
@@ -40,8 +39,13 @@ def _new_id(prefix: str) -> str:
     return f"{prefix}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
-#: Calls made outside any ``new_run()`` belong to this process's session run.
-SESSION_RUN_ID = _new_id("session")
+def new_session_run_id() -> str:
+    """A run id for the calls a session makes outside any ``new_run()``."""
+    return _new_id("session")
+
+
+#: (run id, provider, host, model): the calls whose server facts are kept once.
+FactsKey = tuple[str, str, str, str]
 
 
 @contextlib.contextmanager
@@ -70,16 +74,24 @@ def warmup() -> Iterator[None]:
 
 
 class Recorder:
-    """Collects rows. ``store=None`` keeps them in memory only."""
+    """Collects rows. ``store=None`` keeps them in memory only; ``sampler=None`` records no
+    hardware figures. Calls made outside any ``run()`` get ``session_run_id`` (a new one by
+    default)."""
 
-    def __init__(self, store: Store | None = None, sampler: HardwareSampler | None = None) -> None:
+    def __init__(
+        self,
+        store: Store | None = None,
+        sampler: HardwareSampler | None = None,
+        *,
+        session_run_id: str | None = None,
+    ) -> None:
         self.store = store
         self.sampler = sampler
-        self.session_run_id = SESSION_RUN_ID
+        self.session_run_id = session_run_id or new_session_run_id()
         self._rows: list[dict[str, Any]] = []
         self._texts: dict[str, tuple[str, str]] = {}
         self._runs_seen: set[str] = set()
-        self.server_facts: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+        self.server_facts: dict[FactsKey, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     # -- observer protocol ------------------------------------------------------------------
@@ -118,7 +130,6 @@ class Recorder:
                     f"llm_nb cannot record to its stats store {self.store.path} ({cause(exc)}); "
                     "calls go on and this session's rows stay in memory (llm_nb.stats())",
                 )
-        self._schedule_server_facts(record)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -142,57 +153,22 @@ class Recorder:
 
         return dict(host_facts())
 
-    def _schedule_server_facts(self, record: ChatResponse) -> None:
+    def claim_server_facts(self, record: ChatResponse) -> FactsKey | None:
+        """The key under which the facts of ``record``'s server are to be kept, if they are
+        wanted: a successful call whose run, provider, host and model has none yet. Claimed
+        at once, so that they are fetched once."""
         key = (record.run_id or "", record.provider, record.host, record.model)
-        if record.status != "ok" or key in self.server_facts:
-            return
-        self.server_facts[key] = {}
-        # On llm_nb's own loop, not the caller's: a fetch left on the caller's loop is
-        # cancelled wherever that loop is torn down (asyncio.run, a test runner), possibly
-        # in the middle of opening a connection. llm_nb's loop lives as long as the process.
-        job = submit(self._fetch_server_facts(key, record))
-        # Keep a reference until done: a loop holds its tasks only weakly.
-        _pending.add(job)
-        job.future.add_done_callback(lambda _: _pending.discard(job))
+        if record.status != "ok":
+            return None
+        with self._lock:
+            if key in self.server_facts:
+                return None
+            self.server_facts[key] = {}
+        return key
 
-    async def _fetch_server_facts(
-        self, key: tuple[str, str, str, str], record: ChatResponse
-    ) -> None:
-        from .._registry import registry
-
-        facts: dict[str, Any] = {"model_reported": record.model_reported}
-        try:
-            provider = registry().get(record.provider, record.host)
-            if record.provider == "llamacpp":
-                props = await provider.props()  # type: ignore[attr-defined]
-                settings = props.get("default_generation_settings") or {}
-                facts.update(
-                    build=props.get("build_info"),
-                    model_path=props.get("model_path"),
-                    quantization=props.get("model_ftype"),
-                    n_ctx=settings.get("n_ctx"),
-                    total_slots=props.get("total_slots"),
-                )
-            elif record.provider == "ollama":
-                show = await provider.show(record.model)  # type: ignore[attr-defined]
-                details = show.get("details") or {}
-                facts.update(
-                    version=await provider.version(),  # type: ignore[attr-defined]
-                    quantization=details.get("quantization_level"),
-                    parameter_size=details.get("parameter_size"),
-                    family=details.get("family"),
-                    n_ctx=next(
-                        (
-                            v
-                            for k, v in (show.get("model_info") or {}).items()
-                            if k.endswith(".context_length")
-                        ),
-                        None,
-                    ),
-                )
-        except Exception as exc:  # facts are best effort: the call itself succeeded
-            facts["error"] = str(exc)
-        facts["fetched_at"] = time.time()
+    def add_server_facts(self, key: FactsKey, facts: dict[str, Any]) -> None:
+        """Keep what a server said about itself (fetched by the session through the call's
+        provider), for the summaries, and append it to the store with the run."""
         self.server_facts[key] = facts
         if self.store is not None:
             run_id, provider_name, host, model = key
@@ -203,22 +179,5 @@ class Recorder:
                 log.warning("llm_nb could not write server facts: %s", exc)
 
 
-_pending: set[Job] = set()
-
-_default: Recorder | None = None
-_default_lock = threading.Lock()
-
-
 def recording_enabled() -> bool:
     return os.environ.get("LLM_NB_RECORD", "1") not in ("0", "false", "no", "off")
-
-
-def get_recorder() -> Recorder:
-    """The process-wide recorder (store in the user data dir, hardware sampler on)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            from ._sampler import get_sampler
-
-            _default = Recorder(Store(), get_sampler())
-        return _default

@@ -262,22 +262,3 @@ class HardwareSampler:
         except Exception as exc:  # the numbers are extras; the call's row must still be written
             log.debug("hardware window failed: %r", exc)
             return dict.fromkeys(WINDOW_KEYS, NAN)
-
-
-# -- the process-wide sampler ---------------------------------------------------------------
-
-_sampler: HardwareSampler | None = None
-_sampler_lock = threading.Lock()
-
-
-def get_sampler() -> HardwareSampler:
-    """The process-wide sampler (created on first use; its thread runs only while held)."""
-    global _sampler
-    with _sampler_lock:
-        if _sampler is None:
-            # Sample the llama-servers llm_nb started too: their CPU and memory are the
-            # call's cost as much as this process's.
-            from .._embedded.process.live import running_pids
-
-            _sampler = HardwareSampler(pids=running_pids)
-        return _sampler

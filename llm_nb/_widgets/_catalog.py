@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .._errors import LLMError
 from .._magics._models import _add_configured, _list
-from .._registry import registry
+from .._session import registry
 from .._types import ModelInfo
 from ..providers.base import Provider
 

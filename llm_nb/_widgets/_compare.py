@@ -25,7 +25,8 @@ from .._magics._magics import _STATS_COLUMNS
 from .._magics._render import Column, columns_bundle, columns_text
 from .._magics._runner import Call
 from .._options import ChatOptions
-from .._stats import new_run, stats
+from .._session import stats
+from .._stats import new_run
 from .._stats._recorder import recording_enabled
 from .._terminal import strip_controls
 from ._catalog import Catalog, catalog

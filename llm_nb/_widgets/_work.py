@@ -21,8 +21,9 @@ import queue
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeAlias
 
-from .._loop import Job, in_loop_thread, submit
+from .._loop import Job
 from .._magics._runner import Call
+from .._session import in_loop_thread, submit
 
 log = logging.getLogger("llm_nb.widgets")
 

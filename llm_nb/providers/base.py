@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, ClassVar, Self, Unpack
+from typing import TYPE_CHECKING, Any, ClassVar, Self, Unpack
 
 import httpx
 
@@ -46,6 +46,9 @@ from .._wire.http import HTTPConfig, make_client
 from .._wire.ndjson import parse_json
 from .._wire.redact import clean_message
 from .._wire.retry import RetryPolicy, retry_after_s, send
+
+if TYPE_CHECKING:
+    from .._observers import CallObservers
 
 Prompt = str | Message | Mapping[str, Any] | Sequence[Message | Mapping[str, Any] | str]
 
@@ -106,6 +109,9 @@ class Provider:
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
         self._clients = weakref.WeakKeyDictionary()
         self._urls: dict[str, httpx.URL] = {}
+        #: Who hears of this provider's calls: its session's observers (set when a session's
+        #: registry takes it in); None reports to the default session's.
+        self.observers: CallObservers | None = None
 
     def __repr__(self) -> str:
         key = "set" if self._api_key else "none"
@@ -310,7 +316,7 @@ class Provider:
                 raise
 
         dialect = _StreamDialect(self) if stream else _WholeBodyDialect(self)
-        return ChatStream(record, send, dialect)
+        return ChatStream(record, send, dialect, observers=self.observers)
 
     def _check_ready(self) -> None:
         """Raise ConfigError before sending when something required is missing."""
@@ -390,6 +396,13 @@ class Provider:
 
     async def embed(self, model: str, inputs: str | Sequence[str]) -> Embeddings:
         raise self._unsupported("compute embeddings")
+
+    async def server_facts(self, model: str) -> dict[str, Any]:
+        """What the server says about itself and ``model``, for the stats summary: keys such
+        as ``build``, ``version``, ``quantization``, ``n_ctx`` (see the summary's columns).
+        Asked once per run, model and server after a call succeeds; a wire with no such
+        endpoint has nothing to say."""
+        return {}
 
     def _unsupported(self, what: str) -> UnsupportedError:
         return UnsupportedError(

@@ -92,6 +92,18 @@ class LlamaCppProvider(OpenAIProvider):
         result = await self._get_json("/props", params=params, timeout=10)
         return result if isinstance(result, dict) else {}
 
+    async def server_facts(self, model: str) -> dict[str, Any]:
+        """The build, model file, quantization, context size and slots from ``/props``."""
+        props = await self.props()
+        settings = props.get("default_generation_settings") or {}
+        return {
+            "build": props.get("build_info"),
+            "model_path": props.get("model_path"),
+            "quantization": props.get("model_ftype"),
+            "n_ctx": settings.get("n_ctx"),
+            "total_slots": props.get("total_slots"),
+        }
+
     async def is_router(self) -> bool:
         return (await self.props()).get("role") == "router"
 

@@ -249,6 +249,22 @@ class OllamaProvider(Provider):
             raise await self._model_not_found(model, exc) from exc
         return result if isinstance(result, dict) else {}
 
+    async def server_facts(self, model: str) -> dict[str, Any]:
+        """Ollama's version, and the model's quantization, size, family and context length
+        from ``/api/show``."""
+        show = await self.show(model)
+        details = show.get("details") or {}
+        model_info = show.get("model_info") or {}
+        return {
+            "version": await self.version(),
+            "quantization": details.get("quantization_level"),
+            "parameter_size": details.get("parameter_size"),
+            "family": details.get("family"),
+            "n_ctx": next(
+                (v for k, v in model_info.items() if k.endswith(".context_length")), None
+            ),
+        }
+
     async def load(self, model: str, *, keep_alive: str | int | None = None) -> None:
         """Load into memory: a chat request with no messages (and ``keep_alive`` if given)."""
         await self._keep_alive(model, keep_alive)
