@@ -5,8 +5,8 @@ to the :class:`CallObservers` of the provider's session. Observers must be quick
 raise into the call: a failing observer is reported as a warning and the call goes on.
 
 A provider that belongs to no session reports to the default session's observers. The
-default session sits above the providers, so this module cannot import it: the package
-root hands over the way to reach it (:func:`set_default`).
+default session sits above the providers, so this module cannot import it: the package root,
+imported before any of its modules, hands over the way to it (:func:`set_default`).
 """
 
 from __future__ import annotations
@@ -67,15 +67,20 @@ class CallObservers:
                 )
 
 
-_default: Callable[[], CallObservers] | None = None
+def _no_default() -> CallObservers:
+    return CallObservers()
+
+
+_default: Callable[[], CallObservers] = _no_default
 
 
 def set_default(observers: Callable[[], CallObservers]) -> None:
-    """Where calls of providers outside any session are reported: called at each call."""
+    """Where the calls of providers outside any session are reported (asked at each call)."""
     global _default
     _default = observers
 
 
-def default() -> CallObservers | None:
-    """The observers of calls made by a provider outside any session."""
-    return _default() if _default is not None else None
+def default() -> CallObservers:
+    """The observers of calls made by a provider outside any session: the default
+    session's."""
+    return _default()

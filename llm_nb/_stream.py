@@ -138,8 +138,7 @@ class ChatStream:
         # server's time to first token.
         if self._observers is None:
             self._observers = _observers.default()
-        if self._observers is not None:
-            self._observers.started(record)
+        self._observers.started(record)
         trace.started_at = datetime.now(UTC)
         trace.t_send_ns = time.perf_counter_ns()
         status = "error"
@@ -280,5 +279,4 @@ class ChatStream:
         record.error = error
         if self._observers is None:
             self._observers = _observers.default()
-        if self._observers is not None:
-            self._observers.finished(record)
+        self._observers.finished(record)
