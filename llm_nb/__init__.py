@@ -163,7 +163,8 @@ def _default_observers() -> _observers.CallObservers:
 
 # A provider outside any session reports its calls to the default session (made on first
 # use). The providers sit below the session and cannot import it: the way up is handed down
-# from here, the one module above everything (a small module of its own, nothing imported).
+# from here, the package's front door, imported before any of its modules. _observers is
+# the one module imported with it: a few lines, the standard library only.
 _observers.set_default(_default_observers)
 
 

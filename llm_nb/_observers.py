@@ -6,23 +6,28 @@ raise into the call: a failing observer is reported as a warning and the call go
 
 A provider that belongs to no session reports to the default session's observers. The
 default session sits above the providers, so this module cannot import it: the package root,
-imported before any of its modules, hands over the way to it (:func:`set_default`).
+imported before any of its modules, hands over the way to it (:func:`set_default`). So that
+``import llm_nb`` stays cheap, this module imports nothing at run time but the standard
+library.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from ._types import ChatResponse
 
+    class CallObserver(Protocol):
+        """Anything told of each call's start and end (the stats recorder, a test's probe)."""
 
-class CallObserver(Protocol):
-    def call_started(self, record: ChatResponse) -> None: ...
+        def call_started(self, record: ChatResponse) -> None: ...
 
-    def call_finished(self, record: ChatResponse) -> None: ...
+        def call_finished(self, record: ChatResponse) -> None: ...
 
 
 class CallObservers:
@@ -82,5 +87,5 @@ def set_default(observers: Callable[[], CallObservers]) -> None:
 
 def default() -> CallObservers:
     """The observers of calls made by a provider outside any session: the default
-    session's."""
+    session's (made on first use)."""
     return _default()

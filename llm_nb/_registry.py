@@ -26,7 +26,6 @@ from ._errors import InvalidOptionError
 from ._modelid import ModelId, parse_model_id
 
 if TYPE_CHECKING:
-    from ._observers import CallObservers
     from .providers.base import Provider
 
 #: A running llama-server for the model id ``local`` to use instead of starting one.
@@ -67,22 +66,22 @@ class Found:
 
 
 class Registry:
-    """``observers``: where the providers held here report their calls (their session's);
-    None leaves each provider as it is."""
+    """``adopt`` is called with each provider the registry takes in, made or added: a
+    session uses it to have their calls reported to it."""
 
-    def __init__(self, observers: CallObservers | None = None) -> None:
+    def __init__(self, *, adopt: Callable[[Provider], None] | None = None) -> None:
         self.aliases: dict[str, str] = {}
         self._providers: dict[tuple[str, str | None], Provider] = {}
         self._lock = threading.Lock()
-        self._observers = observers
+        self._adopt = adopt
         #: Starts the bundled server for "local"; replaceable in tests.
         self.local_server_factory: Callable[[], str] | None = None
 
     def add(self, provider: Provider, *, default: bool = False) -> Provider:
         """Register a configured provider instance (e.g. with an explicit key or transport);
         its calls are reported to this registry's session from now on."""
-        if self._observers is not None:
-            provider.observers = self._observers
+        if self._adopt is not None:
+            self._adopt(provider)
         with self._lock:
             self._providers[(provider.name, provider.host)] = provider
             if default:
@@ -97,8 +96,8 @@ class Registry:
             if found is None:
                 cls = provider_class(name)
                 candidate = cls(host) if host else cls()
-                if self._observers is not None:
-                    candidate.observers = self._observers
+                if self._adopt is not None:
+                    self._adopt(candidate)
                 # One instance per server: the default and an explicit @host may be the same.
                 found = self._providers.setdefault((name, candidate.host), candidate)
                 self._providers[key] = found

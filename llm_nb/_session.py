@@ -59,7 +59,7 @@ class Session:
     ) -> None:
         self.run_id = recorder.session_run_id if recorder else new_session_run_id()
         self.observers: CallObservers = _SessionObservers(self)
-        self.registry = Registry(self.observers)
+        self.registry = Registry(adopt=self._adopt)
         self.loop = LoopThread()
         self._recorder = recorder
         #: A recorder the session made is the session's to close; one handed in is not.
@@ -161,6 +161,10 @@ class Session:
         return _frames.export(self.stats() if frame is None else frame, path)
 
     # -- providers ---------------------------------------------------------------------------
+
+    def _adopt(self, provider: Provider) -> None:
+        """A provider the registry takes in reports its calls to this session."""
+        provider.observers = self.observers
 
     def provider(self, model_id: str) -> tuple[Provider, str]:
         """(provider, model name) for a model id like ``llamacpp:smollm2@127.0.0.1:8080``."""

@@ -37,6 +37,7 @@ TITLES = {
     "._wire.retry": "Configuration",
     "._registry": "Servers and model ids",
     "._modelid": "Servers and model ids",
+    "._session": "The default session: stats and servers",
     "._stats": "Stats",
     "._eval": "Evaluation",
     "._eval._plan": "Evaluation",
