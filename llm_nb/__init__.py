@@ -19,8 +19,6 @@ __version__ = "0.1.0"
 #: imports for type checkers at the end name the same modules and names (a test checks).
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "._types": (
-        "CallTrace",
-        "ChatResponse",
         "Delta",
         "Embeddings",
         "Health",
@@ -29,11 +27,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "PullProgress",
         "ReasoningDelta",
         "Role",
+        "TextDelta",
+        "ToolCallDelta",
+    ),
+    "._record": (
+        "CallTrace",
+        "ChatResponse",
         "ServerTimings",
         "Status",
-        "TextDelta",
         "ToolCall",
-        "ToolCallDelta",
         "Usage",
     ),
     "._options": (
@@ -215,6 +217,12 @@ if TYPE_CHECKING:
     from ._options import ChatOptions as ChatOptions
     from ._options import ResponseFormat as ResponseFormat
     from ._options import ToolChoice as ToolChoice
+    from ._record import CallTrace as CallTrace
+    from ._record import ChatResponse as ChatResponse
+    from ._record import ServerTimings as ServerTimings
+    from ._record import Status as Status
+    from ._record import ToolCall as ToolCall
+    from ._record import Usage as Usage
     from ._registry import Found as Found
     from ._registry import Registry as Registry
     from ._session import export as export
@@ -226,8 +234,6 @@ if TYPE_CHECKING:
     from ._stats import set_price as set_price
     from ._stats import warmup as warmup
     from ._stream import ChatStream as ChatStream
-    from ._types import CallTrace as CallTrace
-    from ._types import ChatResponse as ChatResponse
     from ._types import Delta as Delta
     from ._types import Embeddings as Embeddings
     from ._types import Health as Health
@@ -236,12 +242,8 @@ if TYPE_CHECKING:
     from ._types import PullProgress as PullProgress
     from ._types import ReasoningDelta as ReasoningDelta
     from ._types import Role as Role
-    from ._types import ServerTimings as ServerTimings
-    from ._types import Status as Status
     from ._types import TextDelta as TextDelta
-    from ._types import ToolCall as ToolCall
     from ._types import ToolCallDelta as ToolCallDelta
-    from ._types import Usage as Usage
     from ._widgets import ChatPanel as ChatPanel
     from ._widgets import ComparePanel as ComparePanel
     from ._widgets import ModelPicker as ModelPicker

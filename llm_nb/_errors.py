@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._types import ChatResponse
+    from ._record import ChatResponse
 
 
 class LLMError(Exception):

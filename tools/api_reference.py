@@ -29,6 +29,7 @@ TITLES = {
     "._api": "Chat and models",
     "._options": "Options",
     "._types": "Messages, deltas and records",
+    "._record": "Messages, deltas and records",
     "._stream": "Streams",
     ".providers": "Providers",
     ".providers.base": "Providers",
