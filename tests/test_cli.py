@@ -15,7 +15,7 @@ import pytest
 
 from llm_nb import __main__ as cli
 from llm_nb._registry import LOCAL_URL_ENV
-from llm_nb._session import registry
+from llm_nb._session import Session
 from tests.faults import plays
 from tests.faults.server import FaultServer
 from tests.faults.wires import LLAMACPP, OPENAI
@@ -62,10 +62,10 @@ def test_interrupted_answer_still_prints_its_figures(
 
 
 @pytest.fixture
-def local_server() -> Iterator[str]:
-    """``local`` answered by a fault server that takes over a second to "start"."""
-    reg = registry()
-    old_factory, old_env = reg.local_server_factory, os.environ.pop(LOCAL_URL_ENV, None)
+def local_server(session: Session) -> Iterator[str]:
+    """``local`` answered by a fault server that takes over a second to "start", in the
+    test's own session."""
+    old_env = os.environ.pop(LOCAL_URL_ENV, None)
     with FaultServer(plays.answer(LLAMACPP, ["fine"])) as srv:
         started: list[float] = []
 
@@ -75,11 +75,10 @@ def local_server() -> Iterator[str]:
                 started.append(time.monotonic())
             return srv.url
 
-        reg.local_server_factory = factory
+        session.registry.local_server_factory = factory
         try:
             yield srv.url
         finally:
-            reg.local_server_factory = old_factory
             if old_env is not None:
                 os.environ[LOCAL_URL_ENV] = old_env
 
@@ -131,13 +130,13 @@ def test_status_on_a_terminal_keeps_its_line_when_the_wait_fails() -> None:
 
 
 def test_interrupt_while_the_local_server_starts(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    session: Session, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def factory() -> str:
         raise KeyboardInterrupt
 
     monkeypatch.delenv(LOCAL_URL_ENV, raising=False)
-    monkeypatch.setattr(registry(), "local_server_factory", factory)
+    session.registry.local_server_factory = factory
     assert cli.main(["hi"]) == 130
     out, err = capsys.readouterr()
     assert out == ""

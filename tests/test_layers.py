@@ -124,6 +124,8 @@ def test_no_import_loops() -> None:
 
 #: Each layer and what it must not import (the layers above it), bottom up.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("llm_nb._record", ("llm_nb._errors", "llm_nb._types", "llm_nb._validate")),
+    ("llm_nb._errors", ("llm_nb._types", "llm_nb._validate", "llm_nb._wire")),
     ("llm_nb._loop", ("llm_nb._session", "llm_nb._registry", "llm_nb.providers", "llm_nb._stats")),
     ("llm_nb._observers", ("llm_nb._session", "llm_nb._stats", "llm_nb.providers")),
     ("llm_nb._stream", ("llm_nb._session", "llm_nb._registry", "llm_nb._stats")),
