@@ -57,7 +57,7 @@ class Session:
         record: bool | None = None,
         server_facts: bool = True,
     ) -> None:
-        self.run_id = recorder.session_run_id if recorder else new_session_run_id()
+        self.run_id = recorder.session_run_id if recorder is not None else new_session_run_id()
         self.observers: CallObservers = _SessionObservers(self)
         self.registry = Registry(adopt=self._adopt)
         self.loop = LoopThread()
@@ -67,6 +67,7 @@ class Session:
         self._record = record
         self._server_facts = server_facts
         self._lock = threading.Lock()
+        self._prepare_lock = threading.Lock()
         self._prepared = False
         #: Server-facts fetches still running, held until done (a loop holds tasks weakly).
         self._pending: set[Job] = set()
@@ -101,16 +102,24 @@ class Session:
         """Recording is on by default: the session's first call installs its recorder."""
         if self._prepared:
             return
-        self._prepared = True
-        try:
-            if self.recording:
-                self.observers.add(self.recorder)
-        except Exception as exc:  # recording must never stop a call from being made
-            warnings.warn(f"llm_nb stats recording is off: {exc!r}", RuntimeWarning, stacklevel=3)
+        with self._prepare_lock:  # calls starting at once on two threads: both recorded
+            if self._prepared:
+                return
+            try:
+                if self.recording:
+                    self.observers.add(self.recorder)
+            except Exception as exc:  # recording must never stop a call from being made
+                warnings.warn(
+                    f"llm_nb stats recording is off: {exc!r}", RuntimeWarning, stacklevel=3
+                )
+            finally:
+                self._prepared = True
 
     def _call_succeeded(self, record: ChatResponse) -> None:
         recorder = self._recorder
-        if not self._server_facts or recorder is None or recorder not in self.observers:
+        if self._closed or not self._server_facts or recorder is None:
+            return
+        if recorder not in self.observers:
             return
         key = recorder.claim_server_facts(record)
         if key is None:
