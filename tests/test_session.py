@@ -19,7 +19,7 @@ import llm_nb
 from llm_nb._session import Session, default_session, registry, run_sync, use_session
 from llm_nb._stats import Recorder
 from llm_nb._types import ChatResponse
-from llm_nb._wire.http import RetryPolicy
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
 
 HOST = "127.0.0.1:9"
