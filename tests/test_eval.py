@@ -47,6 +47,7 @@ class MockServer:
 
     ``answer(prompt)`` gives the text (raise to answer 500); ``delay_s`` holds each request;
     a prompt in ``hold`` waits until ``release`` is set (or the request is cancelled).
+    ``arrivals``, which several servers may share, gets (model, prompt) as requests arrive.
     """
 
     def __init__(
@@ -54,10 +55,12 @@ class MockServer:
         answer: Callable[[str], str] = lambda p: f"answer to {p}",
         delay_s: float = 0.0,
         hold: frozenset[str] = frozenset(),
+        arrivals: list[tuple[str, str]] | None = None,
     ) -> None:
         self.answer = answer
         self.delay_s = delay_s
         self.hold = hold
+        self.arrivals = arrivals if arrivals is not None else []
         self.release = asyncio.Event()
         self.bodies: list[dict[str, Any]] = []
         self.inflight = 0
@@ -76,6 +79,7 @@ class MockServer:
         body = json.loads(request.content)
         self.bodies.append(body)
         prompt = body["messages"][-1]["content"]
+        self.arrivals.append((body["model"], prompt))
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
         model = body["model"]
@@ -262,13 +266,13 @@ async def test_frame_summary_and_scores(reg: Registry) -> None:
     assert a.requests == 6  # rescoring makes no call
 
 
-async def test_concurrency_is_per_host_and_queue_time_is_counted(reg: Registry) -> None:
+async def test_grouped_order_runs_models_in_turn_and_counts_queue_time(reg: Registry) -> None:
     a, b = MockServer(delay_s=0.1), MockServer(delay_s=0.1)
     a_models = [serve(reg, a, "eval-a:2").format(m) for m in ("m1", "m2")]
     b_model = serve(reg, b, "eval-b:2").format("m3")
     prompts = [f"p{i}" for i in range(9)]
     result = await llm_nb.aevaluate(
-        prompts, [*a_models, b_model], concurrency=3, warmup=1, progress=False
+        prompts, [*a_models, b_model], concurrency=3, warmup=1, order="grouped", progress=False
     )
     assert a.max_inflight == 3 and b.max_inflight == 3
     # On one server the models take turns: never two models' calls at once.
@@ -284,6 +288,104 @@ async def test_concurrency_is_per_host_and_queue_time_is_counted(reg: Registry) 
     # The servers ran side by side: b started before a's second model was done.
     on_a2 = df[df["model_id"] == a_models[1]]
     assert on_b["started_at"].min() < on_a2["started_at"].max()
+
+
+def _rounds(models: list[str], prompts: list[str], repeats: int = 1) -> list[tuple[str, str]]:
+    """The interleaved order: round by round, the models' order turning by one each round."""
+    order = []
+    for number in range(repeats * len(prompts)):
+        turn = number % len(models)
+        for m in [*models[turn:], *models[:turn]]:
+            order.append((m, prompts[number % len(prompts)]))
+    return order
+
+
+async def test_contenders_are_interleaved_round_by_round_across_servers(reg: Registry) -> None:
+    arrivals: list[tuple[str, str]] = []
+    a = MockServer(delay_s=0.01, arrivals=arrivals)
+    b = MockServer(delay_s=0.01, arrivals=arrivals)
+    models = [serve(reg, a, "eval-a:20").format("m1"), serve(reg, a, "eval-a:20").format("m2")]
+    models.append(serve(reg, b, "eval-b:20").format("m3"))
+    prompts = ["p0", "p1", "p2", "p3"]
+    result = await llm_nb.aevaluate(
+        prompts, models, repeats=2, warmup=1, concurrency=1, progress=False
+    )
+    names = ["m1", "m2", "m3"]
+    # Every warm-up first (each model's first prompt), then prompt by prompt on every model:
+    # never one model's prompts back to back while the others wait.
+    assert arrivals[:3] == [("m1", "p0"), ("m2", "p0"), ("m3", "p0")]
+    assert arrivals[3:] == _rounds(names, prompts, repeats=2)
+    assert a.max_inflight == 1 and b.max_inflight == 1
+    # Each model went first in a round as often as the others.
+    firsts = [arrivals[3 + 3 * r][0] for r in range(8)]
+    assert sorted(firsts.count(n) for n in names) == [2, 3, 3]
+    # The frame keeps its own order (prompt, model, repeat), whatever the send order.
+    assert result.frame["model_id"].tolist()[:2] == [models[0], models[0]]
+    started = result.frame.sort_values("started_at")
+    assert [m.split(":")[1].split("@")[0] for m in started["model_id"][:3]] == names
+
+
+async def test_interleaving_keeps_the_per_server_concurrency(reg: Registry) -> None:
+    arrivals: list[tuple[str, str]] = []
+    a = MockServer(delay_s=0.05, arrivals=arrivals)
+    b = MockServer(delay_s=0.05, arrivals=arrivals)
+    models = [serve(reg, a, "eval-a:21").format(m) for m in ("m1", "m2")]
+    models.append(serve(reg, b, "eval-b:21").format("m3"))
+    prompts = [f"p{i}" for i in range(6)]
+    result = await llm_nb.aevaluate(prompts, models, concurrency=2, warmup=0, progress=False)
+    assert a.max_inflight == 2 and b.max_inflight <= 2 and len(arrivals) == 18
+    # Sent in round order even with calls in flight side by side.
+    assert arrivals == _rounds(["m1", "m2", "m3"], prompts)
+    # Two models share server a's two slots, so some waited for one: queue time, not ttft.
+    on_a = result.frame[result.frame["model_id"] != models[2]]
+    assert on_a["queue_s"].max() >= 0.04 and (on_a["ttft_s"] < 0.5).all()
+
+
+async def test_shuffled_order_is_seeded_and_still_round_by_round(reg: Registry) -> None:
+    async def arrivals_for(seed: int | None, port: int) -> list[tuple[str, str]]:
+        arrivals: list[tuple[str, str]] = []
+        server = MockServer(arrivals=arrivals)
+        host = f"eval-a:{port}"
+        ids = [serve(reg, server, host).format(m) for m in ("m1", "m2", "m3", "m4")]
+        await llm_nb.aevaluate(
+            [f"p{i}" for i in range(6)], ids, order="shuffled", seed=seed, warmup=0,
+            concurrency=1, progress=False,
+        )  # fmt: skip
+        return arrivals
+
+    first = await arrivals_for(5, 22)
+    rounds = [first[i : i + 4] for i in range(0, 24, 4)]
+    for number, found in enumerate(rounds):
+        assert sorted(found) == [(m, f"p{number}") for m in ("m1", "m2", "m3", "m4")]
+    assert len({tuple(m for m, _ in r) for r in rounds}) > 1  # not one fixed order
+    assert await arrivals_for(5, 23) == first  # a rerun sends in the same order
+    assert await arrivals_for(6, 24) != first
+
+
+async def test_resumed_run_keeps_the_interleaved_order(reg: Registry) -> None:
+    arrivals: list[tuple[str, str]] = []
+    server = MockServer(hold=frozenset({"p2"}), arrivals=arrivals)
+    models = [serve(reg, server, "eval-a:25").format(m) for m in ("m1", "m2")]
+    prompts = ["p0", "p1", "p2", "p3"]
+    task = asyncio.create_task(
+        llm_nb.aevaluate(
+            prompts, models, run="resume-order", warmup=0, concurrency=1, progress=False
+        )
+    )
+    async with asyncio.timeout(30):
+        while len(arrivals) < 5:  # p0 and p1 on both, then p2 held on the first model
+            await asyncio.sleep(0.005)
+    assert arrivals == _rounds(["m1", "m2"], prompts)[:5]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    server.hold = frozenset()
+    arrivals.clear()
+    await llm_nb.aevaluate(
+        prompts, models, run="resume-order", resume=True, warmup=0, concurrency=1,
+        progress=False,
+    )  # fmt: skip
+    assert arrivals == _rounds(["m1", "m2"], prompts)[4:]
 
 
 async def test_warmup_is_recorded_and_left_out_of_the_summary(reg: Registry) -> None:
@@ -428,6 +530,7 @@ async def test_bad_arguments_are_refused_before_any_call(reg: Registry) -> None:
         ({"prompts": ["a"], "models": [model], "colour": 1}, "unknown option colour"),
         ({"prompts": ["a"], "models": [model], "repeats": 0}, "repeats"),
         ({"prompts": ["a"], "models": [model], "concurrency": 0}, "concurrency"),
+        ({"prompts": ["a"], "models": [model], "order": "random"}, "order must be one of"),
         ({"prompts": [], "models": [model]}, "no prompts"),
         ({"prompts": ["a"], "models": []}, "models"),
         ({"prompts": ["a"], "models": [model, model]}, "twice"),

@@ -6,6 +6,10 @@ A cell's key is a digest of what determines its answer: the prompt (and which oc
 of it, so a prompt listed twice is two cells), the model id, the repeat and the options,
 seed included. The key does not depend on list positions, so adding prompts or repeats to a
 run and resuming it reuses every cell already answered.
+
+The plan also says in which order the cells are sent (:meth:`Plan.rounds`): round by round,
+one round per prompt and repeat, each contender once per round, so no contender's calls all
+fall in a quiet or a busy stretch of the machine.
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import InvalidOptionError
 from .._options import ChatOptions
@@ -42,6 +47,10 @@ NAMED_SCORERS: dict[str, sc.Scorer] = {
     "json": sc.valid_json,
     "json_schema": sc.json_schema(),
 }
+
+#: The orders :func:`evaluate` can send cells in (see :meth:`Plan.rounds`).
+Order = Literal["interleaved", "shuffled", "grouped"]
+ORDERS: tuple[Order, ...] = ("interleaved", "shuffled", "grouped")
 
 ScorerSpec = sc.Scorer | str | Sequence[sc.Scorer | str] | Mapping[str, sc.Scorer | str] | None
 
@@ -72,6 +81,7 @@ class Plan:
     concurrency: int
     options: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    order: Order = "interleaved"
 
     def hosts(self) -> dict[str, list[str]]:
         """Model ids by server host (``host:port``), in the order given."""
@@ -79,6 +89,33 @@ class Plan:
         for model_id in self.models:
             out.setdefault(self.targets[model_id][0].host, []).append(model_id)
         return out
+
+    def rounds(self, cells: Iterable[Cell]) -> list[list[Cell]]:
+        """``cells`` in the order they are sent, in rounds: one round per (repeat, prompt),
+        every prompt once and then again, each round holding that prompt's cell on every
+        contender. ``"interleaved"`` turns the contenders' order by one place each round,
+        so that each goes first, second, ... equally often (the second call of a prompt may
+        find it in the server's cache); ``"shuffled"`` draws each round's order at random,
+        seeded by ``seed`` and the round. Either way the order depends only on the plan, so
+        a rerun or a resumed run sends in the same order."""
+        by_round: dict[tuple[int, int], dict[str, Cell]] = {}
+        for cell in cells:
+            by_round.setdefault((cell.repeat, cell.index), {})[cell.model_id] = cell
+        out = []
+        for repeat, index in sorted(by_round):
+            here = by_round[repeat, index]
+            number = repeat * len(self.rows) + index
+            out.append([here[m] for m in self.contender_order(number) if m in here])
+        return out
+
+    def contender_order(self, number: int) -> list[str]:
+        """The model ids in the order round ``number`` (from 0) sends them."""
+        if self.order == "shuffled":
+            models = list(self.models)
+            random.Random(f"{self.seed}:{number}").shuffle(models)
+            return models
+        turn = number % len(self.models)
+        return [*self.models[turn:], *self.models[:turn]]
 
 
 def new_run_name() -> str:
@@ -97,12 +134,17 @@ def make_plan(
     expected: Any,
     run: str | None,
     options: dict[str, Any],
+    order: str = "interleaved",
 ) -> Plan:
     _whole("repeats", repeats, 1)
     _whole("warmup", warmup, 0)
     _whole("concurrency", concurrency, 1)
     if seed is not None:
         _whole("seed", seed, None)
+    if order not in ORDERS:
+        raise InvalidOptionError(
+            f"order must be one of {', '.join(map(repr, ORDERS))}, got {order!r}"
+        )
     ChatOptions.from_kwargs(**options)  # refuse unknown or bad options before any call
     if run is not None and (not isinstance(run, str) or not run.strip()):
         raise InvalidOptionError(f"run must be a non-empty name, got {run!r}")
@@ -127,6 +169,7 @@ def make_plan(
         concurrency=concurrency,
         options=dict(options),
         seed=seed,
+        order=order,
     )
     plan.cells = make_cells(plan, repeats)
     return plan

@@ -14,9 +14,12 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from .._stats import COLUMNS
+from ._intervals import TIMINGS, summary_intervals
 from ._plan import CELL_COLUMNS, Plan, ScorerSpec, call_scorer, resolve_scorers
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -29,7 +32,10 @@ class EvalResult:
     repeat, seed, answer, reasoning, error, one ``score_<name>`` column per scorer and the
     docs/METRICS.md columns. ``summary``: one row per model with the mean of each score, ``n``
     (cells) and the stats summary columns (n_ok, error_rate, ttft_s/tpot_s/e2e_s/output_tps
-    mean and percentiles, throughput, host and server facts). ``resumed``: how many cells
+    mean and percentiles, throughput, host and server facts), and for each of those four
+    timings the 95% confidence interval of its median (``ttft_s_p50_ci_low``,
+    ``ttft_s_p50_ci_high``, ...; distribution-free, NaN with fewer than 6 calls).
+    :meth:`compare` tells whether two models' timings differ. ``resumed``: how many cells
     came from the saved run rather than from calls made now."""
 
     def __init__(
@@ -62,6 +68,18 @@ class EvalResult:
         has_expected = any(r.get("expected") is not None for r in self._plan.rows)
         plan = _with_scorers(self._plan, resolve_scorers(scorers, has_expected))
         return build_result(plan, self._cells, resumed=self.resumed)
+
+    def compare(
+        self, a: str, b: str, *, metrics: Sequence[str] = TIMINGS, confidence: float = 0.95
+    ) -> pd.DataFrame:
+        """Model ``b`` against model ``a``, one row per timing (``ttft_s``, ``tpot_s``,
+        ``e2e_s``, ``output_tps`` by default): the median of the differences ``b - a`` over
+        the (prompt, repeat) pairs both answered, its distribution-free confidence interval,
+        and a ``verdict``: ``"differ"`` (the interval leaves out 0), ``"within noise"`` (it
+        holds 0: these calls cannot tell the two apart) or ``"too few pairs"``."""
+        from ._intervals import compare
+
+        return compare(self.frame, a, b, metrics=metrics, confidence=confidence)
 
     def plot(self, kind: str = "ttft", *, ax: Axes | None = None) -> Figure:
         """A matplotlib Figure: ``"ttft"`` (time to first token per model), ``"tps"``
@@ -162,6 +180,7 @@ def summarize(frame: pd.DataFrame, scorer_names: list[str]) -> pd.DataFrame:
         stats = stats_summary(group[list(COLUMNS)], host_facts(), servers)
         if len(stats):
             row.update({str(k): v for k, v in stats.iloc[0].items()})
+        row.update(summary_intervals(group[group["status"] == "ok"]))
         out.append(row)
     if not out:
         return pd.DataFrame(columns=["model_id", *score_columns, "n"])

@@ -1,17 +1,26 @@
 """The evaluation runner: prompts x models x repeats, warm-up first, bounded concurrency per
 server, every finished cell saved as it ends.
 
-Servers (``host:port``) run in parallel; on one server the models run one after another:
-each model's warm-up calls, then its cells, at most ``concurrency`` in flight. So no
-warm-up, model load or other model's calls compete with the calls being measured, and an
-Ollama server that holds one model at a time loads each model once. Cells run repeat by
-repeat (every prompt once, then again), so two repeats of one prompt rarely run together.
+The order is what makes a comparison fair. By default (``order="interleaved"``) the cells go
+round by round: the first prompt on every contender, then the second prompt on every
+contender, ..., every prompt once and then again for each repeat, the contenders' order in
+a round turning by one place each time (:meth:`Plan.rounds`). A single dispatcher sends
+them in that order, taking a free slot of the cell's server (at most ``concurrency`` calls
+in flight per ``host:port``) before sending; so calls reach the servers in round order, no
+contender runs ahead of the others, and a stretch of background load falls on every
+contender alike instead of on whichever happened to be running. Every contender's warm-up
+calls come first, before any measured call.
 
-A cell waits for the server's semaphore *after* its record exists, with
-``trace.t_queued_ns`` stamped first, so the wait shows as ``queue_s`` and never inside
-``ttft_s``. A failed cell is kept (status, error text, partial answer) and the run goes on;
-only an interrupt or a cancelled task stops it, and then every cell that finished is on
-disk for ``resume=True``.
+``order="grouped"`` is the other way, for a server that holds one model at a time (an
+Ollama with room for one model), where interleaving would reload a model for every call:
+servers run side by side, and on one server the models run one after another, each its
+warm-up calls, then its cells, at most ``concurrency`` in flight, repeat by repeat. Load
+that changes during such a run tilts the comparison.
+
+A cell waits for the server's slot *after* its record exists, with ``trace.t_queued_ns``
+stamped first, so the wait shows as ``queue_s`` and never inside ``ttft_s``. A failed cell
+is kept (status, error text, partial answer) and the run goes on; only an interrupt or a
+cancelled task stops it, and then every cell that finished is on disk for ``resume=True``.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from .._session import in_loop_thread, submit
 from .._stats import call_row, new_run
 from .._stats import warmup as warmup_calls
 from .._types import ChatResponse
-from ._plan import Cell, Plan, ScorerSpec, make_plan
+from ._plan import Cell, Order, Plan, ScorerSpec, make_plan
 from ._progress import Progress, make_progress
 from ._result import EvalResult, build_result
 from ._store import CellStore
@@ -36,6 +45,7 @@ from ._store import CellStore
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from .._stream import ChatStream
     from ..providers.base import Provider
 
 Results = dict[str, dict[str, Any]]
@@ -52,6 +62,7 @@ def evaluate(
     repeats: int = 1,
     warmup: int = 1,
     concurrency: int = 4,
+    order: Order = "interleaved",
     scorers: ScorerSpec = None,
     expected: Any = None,
     progress: bool = True,
@@ -64,7 +75,16 @@ def evaluate(
     ``prompts`` is a list of prompts or a DataFrame with a ``prompt`` column (an
     ``expected`` column and any others are carried into the result). ``models`` are model
     ids. Each model first gets ``warmup`` calls (recorded as warm-up, left out of every
-    summary), then its cells, at most ``concurrency`` at a time per server. With ``seed``,
+    summary), then the cells run, at most ``concurrency`` at a time per server.
+
+    ``order`` is the order the cells are sent in. ``"interleaved"`` (the default) goes round
+    by round: prompt 1 on every model, then prompt 2 on every model, ..., then the next
+    repeat, the models' order turning by one place each round; so a stretch of background
+    load falls on every model alike rather than on whichever ran then. ``"shuffled"``: the
+    same rounds, each in a random order (seeded, so a rerun sends the same). ``"grouped"``:
+    model after model on each server (servers side by side), for a server that holds one
+    model at a time and would reload it for every interleaved call; its timings are not
+    comparable if the load changes meanwhile. With ``seed``,
     repeat ``r`` of every prompt is sent ``seed + r`` on every model. ``scorers`` are
     names (``"exact"``, ``"contains"``, ``"icontains"``, ``"regex"``, ``"valid_json"``,
     ``"json_schema"``), functions ``(answer, expected[, row]) -> float | bool`` (see
@@ -90,6 +110,7 @@ def evaluate(
         repeats=repeats,
         warmup=warmup,
         concurrency=concurrency,
+        order=order,
         seed=seed,
         scorers=scorers,
         expected=expected,
@@ -101,13 +122,17 @@ def evaluate(
         raise RuntimeError("llm_nb.evaluate was called from llm_nb's loop; use aevaluate")
     shown = make_progress(progress, f"evaluate {plan.run}")
     shown.start(len(plan.cells), len(done))
-    job = submit(run_cells(plan, pending, store, shown))
+    job: Job | None = None
     try:
+        # Inside the try: the calls start at once on the loop thread, and a Ctrl-C that
+        # lands before the wait must stop them too.
+        job = submit(run_cells(plan, pending, store, shown))
         fresh: Results = wait_for(job)
     except BaseException as exc:
         # Ctrl-C or a kernel interrupt: stop the calls (each stream closes its connection)
         # and give them a moment, so nothing keeps generating behind the user's back.
-        job.cancel_and_wait()
+        if job is not None:
+            job.cancel_and_wait()
         shown.close(stopped_note(plan, exc), failed=True)
         raise
     shown.close()
@@ -133,6 +158,7 @@ async def aevaluate(
     repeats: int = 1,
     warmup: int = 1,
     concurrency: int = 4,
+    order: Order = "interleaved",
     scorers: ScorerSpec = None,
     expected: Any = None,
     progress: bool = True,
@@ -149,6 +175,7 @@ async def aevaluate(
         repeats=repeats,
         warmup=warmup,
         concurrency=concurrency,
+        order=order,
         seed=seed,
         scorers=scorers,
         expected=expected,
@@ -174,6 +201,7 @@ def prepare(
     repeats: int,
     warmup: int,
     concurrency: int,
+    order: str,
     seed: int | None,
     scorers: ScorerSpec,
     expected: Any,
@@ -192,6 +220,7 @@ def prepare(
         repeats=repeats,
         warmup=warmup,
         concurrency=concurrency,
+        order=order,
         seed=seed,
         scorers=scorers,
         expected=expected,
@@ -228,25 +257,80 @@ def stopped_note(plan: Plan, exc: BaseException) -> str:
 async def run_cells(
     plan: Plan, pending: list[Cell], store: CellStore, progress: Progress
 ) -> Results:
-    """Run ``pending``; the results of the cells that finished, by key."""
+    """Run ``pending`` in the plan's order; the results of the cells that finished, by key."""
     results: Results = {}
-    by_model: dict[str, list[Cell]] = {}
-    for cell in sorted(pending, key=lambda c: (c.repeat, c.index)):
-        by_model.setdefault(cell.model_id, []).append(cell)
+    run = _grouped if plan.order == "grouped" else _interleaved
     try:
         with new_run(plan.run):
-            async with asyncio.TaskGroup() as tg:
-                for host, model_ids in plan.hosts().items():
-                    limit = asyncio.Semaphore(plan.concurrency)
-                    runs = [(m, by_model[m]) for m in model_ids if m in by_model]
-                    if runs:
-                        tg.create_task(
-                            _host(plan, runs, limit, store, progress, results),
-                            name=f"llm_nb-eval-{host}",
-                        )
+            await run(plan, pending, store, progress, results)
     finally:
         store.close()
     return results
+
+
+async def _interleaved(
+    plan: Plan, pending: list[Cell], store: CellStore, progress: Progress, results: Results
+) -> None:
+    rounds = plan.rounds(pending)
+    if plan.warmup:
+        # Each model's first cell to send: the same prompt and path as its measured calls.
+        first: dict[str, Cell] = {}
+        for cell in (c for cells in rounds for c in cells):
+            first.setdefault(cell.model_id, cell)
+        with warmup_calls():
+            for _ in range(plan.warmup):
+                for model_id in plan.contender_order(0):
+                    if model_id in first:
+                        progress.current(f"warm-up {model_id}")
+                        await _warm(*plan.targets[model_id], first[model_id])
+    limits = {host: asyncio.Semaphore(plan.concurrency) for host in plan.hosts()}
+    async with asyncio.TaskGroup() as tg:
+        for number, cells in enumerate(rounds, 1):
+            progress.current(f"round {number}/{len(rounds)}")
+            for cell in cells:
+                provider, name = plan.targets[cell.model_id]
+                stream, record = _open(cell, provider, name)
+                if stream is None:
+                    _finish(cell, record, None, store, progress, results)
+                    continue
+                # Waiting here, not in the task, keeps the send order: no later cell goes
+                # to any server before this one has its slot.
+                limit = limits[provider.host]
+                await limit.acquire()
+                tg.create_task(_send(cell, stream, limit, store, progress, results))
+
+
+async def _send(
+    cell: Cell,
+    stream: ChatStream,
+    limit: asyncio.Semaphore,
+    store: CellStore,
+    progress: Progress,
+    results: Results,
+) -> None:
+    """Collect a cell whose slot is taken, then free the slot."""
+    try:
+        error = await _collect(stream)
+    finally:
+        limit.release()
+    _finish(cell, stream.response, error, store, progress, results)
+
+
+async def _grouped(
+    plan: Plan, pending: list[Cell], store: CellStore, progress: Progress, results: Results
+) -> None:
+    by_model: dict[str, list[Cell]] = {}
+    for cell in sorted(pending, key=lambda c: (c.repeat, c.index)):
+        by_model.setdefault(cell.model_id, []).append(cell)
+    async with asyncio.TaskGroup() as tg:
+        for host, model_ids in plan.hosts().items():
+            limit = asyncio.Semaphore(plan.concurrency)
+            runs = [(m, by_model[m]) for m in model_ids if m in by_model]
+            if runs:
+                tg.create_task(
+                    _host(plan, runs, limit, store, progress, results),
+                    name=f"llm_nb-eval-{host}",
+                )
 
 
 async def _host(
@@ -286,19 +370,41 @@ async def _cell(
     progress: Progress,
     results: Results,
 ) -> None:
-    error: Exception | None = None
+    stream, record = _open(cell, provider, name)
+    error = None
+    if stream is not None:
+        async with limit:
+            error = await _collect(stream)
+    _finish(cell, record, error, store, progress, results)
+
+
+def _open(cell: Cell, provider: Provider, name: str) -> tuple[ChatStream | None, ChatResponse]:
+    """The cell's stream (nothing sent yet) and its record, queue time starting now; or no
+    stream and a failed record when the call cannot even be made."""
     try:
         stream = provider.stream(name, cell.prompt, **cell.options)
     except Exception as exc:  # nothing was sent; still a cell that failed
-        record = ChatResponse(provider.name, provider.host, name, status="error", error=exc)
-    else:
-        record = stream.response
-        record.trace.t_queued_ns = time.perf_counter_ns()
-        async with limit:
-            try:
-                await stream.collect()
-            except Exception as exc:  # the cell fails, the run goes on
-                error = exc
+        return None, ChatResponse(provider.name, provider.host, name, status="error", error=exc)
+    stream.response.trace.t_queued_ns = time.perf_counter_ns()
+    return stream, stream.response
+
+
+async def _collect(stream: ChatStream) -> Exception | None:
+    try:
+        await stream.collect()
+    except Exception as exc:  # the cell fails, the run goes on
+        return exc
+    return None
+
+
+def _finish(
+    cell: Cell,
+    record: ChatResponse,
+    error: Exception | None,
+    store: CellStore,
+    progress: Progress,
+    results: Results,
+) -> None:
     result = cell_result(cell, record, error)
     results[cell.key] = result
     store.append(result)
