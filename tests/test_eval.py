@@ -323,6 +323,10 @@ async def test_contenders_are_interleaved_round_by_round_across_servers(reg: Reg
     assert result.frame["model_id"].tolist()[:2] == [models[0], models[0]]
     started = result.frame.sort_values("started_at")
     assert [m.split(":")[1].split("@")[0] for m in started["model_id"][:3]] == names
+    # Cells of one prompt and repeat pair up across models.
+    paired = result.compare(models[0], models[2])
+    assert list(paired.index) == ["ttft_s", "tpot_s", "e2e_s", "output_tps"]
+    assert (paired["n_pairs"] == 8).all() and paired["verdict"].notna().all()
 
 
 async def test_interleaving_keeps_the_per_server_concurrency(reg: Registry) -> None:
@@ -439,6 +443,8 @@ async def test_failed_cells_are_recorded_and_the_run_goes_on(reg: Registry) -> N
     row = result.summary.iloc[0]
     assert (row["n_ok"], row["n_error"], row["score_exact"]) == (2, 1, 1.0)
     assert row["error_rate"] == pytest.approx(1 / 3)
+    # Two ok calls cannot bound a median: no interval rather than a made-up one.
+    assert math.isnan(row["ttft_s_p50_ci_low"]) and math.isnan(row["e2e_s_p50_ci_high"])
     assert "1 failed" in repr(result)
 
 
@@ -652,6 +658,19 @@ async def test_plots(reg: Registry) -> None:
         fig.savefig(io.BytesIO(), format="png")
     ax = result.plot("ttft").axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == models
+    # Beside each box, the median's interval: 6 calls per model give [min, max].
+    from matplotlib.container import ErrorbarContainer
+
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 2
+    for bar, model_id in zip(bars, models, strict=True):
+        ttft = result.frame.loc[result.frame["model_id"] == model_id, "ttft_s"]
+        (_, y), *_ = bar.lines[0].get_xydata()
+        assert y == pytest.approx(ttft.median())
+        low, high = result.summary.set_index("model_id").loc[
+            model_id, ["ttft_s_p50_ci_low", "ttft_s_p50_ci_high"]
+        ]
+        assert (low, high) == (pytest.approx(ttft.min()), pytest.approx(ttft.max()))
     points = result.plot("latency").axes[0].collections
     assert sorted(len(c.get_offsets()) for c in points) == [6, 6]
     bars = result.plot("score").axes[0].patches

@@ -179,6 +179,5 @@ def _pairs(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     ok["_prompt"] = [json.dumps(p, sort_keys=True, default=repr) for p in ok["prompt"]]
     ok["_occurrence"] = ok.groupby(["model_id", "_prompt", "repeat"]).cumcount()
     key = ["_prompt", "repeat", "_occurrence"]
-    left = ok[ok["model_id"] == a].set_index(key)
-    right = ok[ok["model_id"] == b].set_index(key)
-    return left.join(right, how="inner", lsuffix="_a", rsuffix="_b")
+    left, right = ok[ok["model_id"] == a], ok[ok["model_id"] == b]
+    return left.merge(right, on=key, how="inner", suffixes=("_a", "_b"))

@@ -1,5 +1,9 @@
 """Plots of an evaluation frame; matplotlib is imported only when one is drawn.
 
+The distributions (``ttft``, ``tps``) draw a box (the middle half of the calls), every call,
+and beside the box the median's 95% confidence interval (see ``_intervals``), when there are
+enough calls for one.
+
 Each returns the Figure. A new one is made with pyplot and closed at once: that keeps it
 out of pyplot's list of open figures, so Jupyter shows it once (as the returned value)
 rather than twice, and a loop drawing many never trips the "too many figures" warning.
@@ -12,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidOptionError
+from ._intervals import median_interval
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,10 +62,29 @@ def _distribution(column: str, title: str, label: str) -> Callable[..., None]:
                 widths=0.5,
                 showfliers=False,  # every point is drawn below anyway
             )
+            labelled = False
             for p, d in shown:
                 # The points themselves, spread a little sideways so repeats don't hide.
                 offsets = [(i / max(len(d) - 1, 1) - 0.5) * 0.3 for i in range(len(d))]
                 ax.scatter([p + o for o in offsets], d, s=12, alpha=0.6, zorder=3)
+                # Beside the box, the median's confidence interval: where the box shows how
+                # calls spread, this says how well the median itself is known.
+                found = median_interval(d)
+                if not math.isnan(found.low):
+                    ax.errorbar(
+                        [p + 0.33],
+                        [found.median],
+                        yerr=[[found.median - found.low], [found.high - found.median]],
+                        fmt="D",
+                        markersize=4,
+                        color="black",
+                        capsize=3,
+                        zorder=4,
+                        label=None if labelled else "median, 95% interval",
+                    )
+                    labelled = True
+            if labelled:
+                ax.legend(fontsize="small")
         ax.set_xticks(positions, labels=models)
         ax.set_xlim(0.5, len(models) + 0.5)
         ax.tick_params(axis="x", labelrotation=15)

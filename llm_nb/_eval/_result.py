@@ -14,7 +14,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from .._stats import COLUMNS
-from ._intervals import TIMINGS, summary_intervals
+from ._intervals import summary_intervals
 from ._plan import CELL_COLUMNS, Plan, ScorerSpec, call_scorer, resolve_scorers
 
 if TYPE_CHECKING:
@@ -70,7 +70,12 @@ class EvalResult:
         return build_result(plan, self._cells, resumed=self.resumed)
 
     def compare(
-        self, a: str, b: str, *, metrics: Sequence[str] = TIMINGS, confidence: float = 0.95
+        self,
+        a: str,
+        b: str,
+        *,
+        metrics: Sequence[str] = ("ttft_s", "tpot_s", "e2e_s", "output_tps"),
+        confidence: float = 0.95,
     ) -> pd.DataFrame:
         """Model ``b`` against model ``a``, one row per timing (``ttft_s``, ``tpot_s``,
         ``e2e_s``, ``output_tps`` by default): the median of the differences ``b - a`` over

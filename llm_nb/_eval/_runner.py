@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from .._errors import InvalidOptionError
 from .._loop import Job
@@ -37,7 +37,7 @@ from .._session import in_loop_thread, submit
 from .._stats import call_row, new_run
 from .._stats import warmup as warmup_calls
 from .._types import ChatResponse
-from ._plan import Cell, Order, Plan, ScorerSpec, make_plan
+from ._plan import Cell, Plan, ScorerSpec, make_plan
 from ._progress import Progress, make_progress
 from ._result import EvalResult, build_result
 from ._store import CellStore
@@ -62,7 +62,7 @@ def evaluate(
     repeats: int = 1,
     warmup: int = 1,
     concurrency: int = 4,
-    order: Order = "interleaved",
+    order: Literal["interleaved", "shuffled", "grouped"] = "interleaved",
     scorers: ScorerSpec = None,
     expected: Any = None,
     progress: bool = True,
@@ -158,7 +158,7 @@ async def aevaluate(
     repeats: int = 1,
     warmup: int = 1,
     concurrency: int = 4,
-    order: Order = "interleaved",
+    order: Literal["interleaved", "shuffled", "grouped"] = "interleaved",
     scorers: ScorerSpec = None,
     expected: Any = None,
     progress: bool = True,
