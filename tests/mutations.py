@@ -178,6 +178,24 @@ MUTATIONS: tuple[Mutation, ...] = (
         what="the evaluation's HTML summary has no rows ('6' matched the run id's year)",
     ),
     Mutation(
+        "eval-contenders-back-to-back",
+        "llm_nb/_eval/_runner.py",
+        'run = _grouped if plan.order == "grouped" else _interleaved',
+        "run = _grouped",
+        fast=("tests/test_eval.py::test_contenders_are_interleaved_round_by_round_across_servers",),
+        what="evaluate() runs each contender's prompts back to back, so load tilts comparisons",
+    ),
+    Mutation(
+        "median-interval-narrower-than-its-confidence",
+        "llm_nb/_eval/_intervals.py",
+        "if coverage < confidence or k > n + 1 - k:",
+        "if coverage < confidence - 0.2 or k > n + 1 - k:",
+        fast=(
+            "tests/test_eval_intervals.py::test_median_interval_covers_the_median_of_skewed_timings",
+        ),
+        what="the median's interval claims 95% but covers less",
+    ),
+    Mutation(
         "summary-percentile-columns-renamed",
         "llm_nb/_stats/_frames.py",
         'row[f"{m}_{name}"] = values.quantile(q)',
