@@ -51,6 +51,10 @@ class Sizes:
     llama_tokens: int = 64
     llama_reps: int = 7
     fidelity_calls: int = 20
+    # The call log: store sizes read back, calls through the recorder, appends timed.
+    store_rows: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    store_calls: int = 100_000
+    store_appends: int = 2_000
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -63,6 +67,8 @@ class Sizes:
             llama_tokens=32,
             llama_reps=2,
             fidelity_calls=8,
+            store_rows=(10_000, 100_000),
+            store_calls=20_000,
         )
 
     @classmethod
@@ -82,6 +88,9 @@ class Sizes:
             llama_tokens=8,
             llama_reps=1,
             fidelity_calls=2,
+            store_rows=(2_000,),
+            store_calls=1_000,
+            store_appends=200,
         )
 
 

@@ -1,7 +1,7 @@
 """Run every benchmark and write docs/benchmarks.md.
 
     python -m benchmarks.run [--quick]
-                             [--only startup,chunks,ttft,display,concurrency,fidelity,local]
+                             [--only startup,chunks,ttft,display,concurrency,fidelity,local,store]
                              [--no-peers] [--no-llama] [--no-native-build]
                              [--out docs/benchmarks.md] [--json FILE]
 
@@ -26,11 +26,11 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import chunks, concurrency, display, fidelity, local, startup, ttft
+from . import chunks, concurrency, display, fidelity, local, startup, store, ttft
 from ._common import ROOT, Row, Section, Sizes, load_average, machine_facts
 from .report import render
 
-SECTIONS = ("startup", "chunks", "ttft", "display", "concurrency", "fidelity", "local")
+SECTIONS = ("startup", "chunks", "ttft", "display", "concurrency", "fidelity", "local", "store")
 
 
 def _runners(
@@ -44,7 +44,12 @@ def _runners(
         "concurrency": lambda: concurrency.measure(sizes, llama),
         "fidelity": lambda: fidelity.measure(sizes, llama),
         "local": lambda: local.measure(sizes, llama, native_build),
+        "store": lambda: store.measure(sizes, _progress),
     }
+
+
+def _progress(line: str) -> None:
+    print(f"[benchmarks] {line}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

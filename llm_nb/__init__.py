@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 #: imports for type checkers at the end name the same modules and names (a test checks).
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "._types": (
+        "CallRequest",
         "Delta",
         "Embeddings",
         "Health",
@@ -102,10 +103,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "summary",
     ),
     "._stats": (
+        "conversations",
         "history",
         "new_run",
         "set_price",
         "warmup",
+    ),
+    "._replay": (
+        "areplay",
+        "replay",
     ),
     "._eval": (
         "EvalResult",
@@ -225,15 +231,19 @@ if TYPE_CHECKING:
     from ._record import Usage as Usage
     from ._registry import Found as Found
     from ._registry import Registry as Registry
+    from ._replay import areplay as areplay
+    from ._replay import replay as replay
     from ._session import export as export
     from ._session import registry as registry
     from ._session import stats as stats
     from ._session import summary as summary
+    from ._stats import conversations as conversations
     from ._stats import history as history
     from ._stats import new_run as new_run
     from ._stats import set_price as set_price
     from ._stats import warmup as warmup
     from ._stream import ChatStream as ChatStream
+    from ._types import CallRequest as CallRequest
     from ._types import Delta as Delta
     from ._types import Embeddings as Embeddings
     from ._types import Health as Health

@@ -9,7 +9,10 @@ import json
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+if TYPE_CHECKING:
+    from ._types import CallRequest
 
 FinishReason: TypeAlias = Literal["stop", "length", "tool_calls", "content_filter"]
 Status: TypeAlias = Literal["ok", "error", "cancelled", "timeout"]
@@ -145,6 +148,9 @@ class _ChatResponseFields:
     run_id: str | None = None
     warmup: bool = False
     raw: dict[str, Any] | None = field(default=None, repr=False)
+    #: What was sent (a ``CallRequest``: messages and options), for the call log and
+    #: ``llm_nb.replay``.
+    request: CallRequest | None = field(default=None, repr=False, compare=False)
 
 
 class ChatResponse(_ChatResponseFields):

@@ -157,17 +157,43 @@ class Session:
         from ._stats import _frames
 
         rec = self.recorder
+        host, servers = rec.host_facts(), dict(rec.server_facts)
         if run_id is None and model is None:
-            df = self.stats()
-        else:
-            df = _frames.recorded(rec, run_id, model)
-        return _frames.summary(df, rec.host_facts(), dict(rec.server_facts))
+            return _frames.summary(self.stats(), host, servers)
+        where = _frames.where_of(run=run_id, model=model)
+        unstored = [r for r in rec.unstored_rows() if all(r.get(k) == v for k, v in where.items())]
+        if rec.store is not None and not unstored:
+            # Aggregated in the store; rows only memory holds need the pandas path below.
+            from ._stats import _aggregate
+            from ._stats._store import StatsStoreError
 
-    def export(self, path: str | Path, frame: Any = None) -> Path:
-        """Write ``frame`` (default: :meth:`stats`) to ``path`` (.csv or .parquet)."""
+            with contextlib.suppress(StatsStoreError):  # unreadable: what memory holds
+                return _aggregate.summary(rec.store, where, host, servers)
+        df = _frames.recorded(rec, run_id, model, _frames.SUMMARY_COLUMNS)
+        return _frames.summary(df, host, servers)
+
+    def export(
+        self,
+        path: str | Path,
+        frame: Any = None,
+        *,
+        call: str | None = None,
+        run: str | None = None,
+        conversation: str | None = None,
+    ) -> Path:
+        """Write calls to ``path`` (see :func:`llm_nb.export`)."""
         from ._stats import _frames
 
-        return _frames.export(self.stats() if frame is None else frame, path)
+        store = self.recorder.store
+        return _frames.export_calls(
+            path,
+            frame,
+            call=call,
+            run=run,
+            conversation=conversation,
+            default=self.stats,
+            store_path=store.path if store is not None else None,
+        )
 
     # -- providers ---------------------------------------------------------------------------
 
@@ -310,6 +336,18 @@ def summary(run_id: str | None = None, *, model: str | None = None) -> pd.DataFr
     return default_session().summary(run_id, model=model)
 
 
-def export(path: str | Path, frame: Any = None) -> Path:
-    """Write ``frame`` (default: :func:`stats`) to ``path`` (.csv or .parquet)."""
-    return default_session().export(path, frame)
+def export(
+    path: str | Path,
+    frame: Any = None,
+    *,
+    call: str | None = None,
+    run: str | None = None,
+    conversation: str | None = None,
+) -> Path:
+    """Write calls to ``path``, by its suffix: ``.csv`` or ``.parquet`` (a table of calls),
+    ``.md`` or ``.html`` (a readable transcript: prompts, answers and figures) or
+    ``.jsonl`` (one JSON object per call, for other tools). What is written: ``frame`` (a
+    frame of calls, or an EvalResult for an evaluation), or from the call log one ``call``
+    (its id), one ``run`` or one ``conversation`` (a ``%%llm --chat`` name); by default
+    this session's calls (:func:`stats`)."""
+    return default_session().export(path, frame, call=call, run=run, conversation=conversation)

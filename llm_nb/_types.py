@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from . import _validate
 from ._errors import InvalidOptionError
@@ -23,6 +23,9 @@ from ._record import ServerTimings as ServerTimings
 from ._record import Status as Status
 from ._record import ToolCall as ToolCall
 from ._record import Usage as Usage
+
+if TYPE_CHECKING:
+    from ._options import ChatOptions
 
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 
@@ -176,6 +179,15 @@ class ToolCallDelta:
 
 
 Delta: TypeAlias = TextDelta | ReasoningDelta | ToolCallDelta
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """A call's request as the caller gave it: the messages (system prompt first, when
+    there is one) and the options, tools and response format included."""
+
+    messages: tuple[Message, ...]
+    options: ChatOptions
 
 
 @dataclass(frozen=True, slots=True)

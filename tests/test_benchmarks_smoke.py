@@ -68,3 +68,24 @@ def _env() -> dict[str, str]:
     # tracemalloc (set when hunting leaks in the suite) slows the harness tenfold
     env.pop("PYTHONTRACEMALLOC", None)
     return env
+
+
+@pytest.mark.slow
+def test_the_store_part_runs_and_compares_each_figure(tmp_path: Path) -> None:
+    import os
+
+    from benchmarks._common import Sizes
+    from benchmarks.store import measure
+
+    os.environ.setdefault("LLM_NB_DATA_DIR", str(tmp_path / "data"))
+    section = measure(Sizes.smoke())
+    by_name = {r.measurement: r for r in section.rows}
+    memory = by_name["recorder memory per call, over 1,000 calls"]
+    assert memory.llm_nb is not None and memory.baseline is not None
+    assert memory.llm_nb < memory.baseline and memory.met is True
+    timed = [r for r in section.rows if r.unit == "s"]
+    assert len(timed) >= 7
+    for row in timed:
+        assert row.note == "" or not row.note.startswith("failed"), row
+        assert row.llm_nb is not None and math.isfinite(row.llm_nb) and row.llm_nb > 0, row
+        assert row.baseline is not None and row.baseline > 0, row

@@ -210,7 +210,7 @@ class LLMMagics(Magics):
         if args.out:
             shell.user_ns[args.out] = records[0] if len(records) == 1 else records
         if args.chat and records[0].status == "ok":
-            self._chats.add_turn(args.chat, prompt, records[0].text)
+            self._chats.add_turn(args.chat, prompt, records[0].text, records[0].call_id)
         if run_id is not None:
             _show_stats(run_id, has_rich_display(shell))
         if interrupted:

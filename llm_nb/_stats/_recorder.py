@@ -1,11 +1,12 @@
 """The Recorder: hears every call (as one of a session's observers) and keeps one row per call.
 
 On by default: a session's first call installs its recorder, unless ``LLM_NB_RECORD=0``. Rows
-are kept in memory as dicts (pandas is imported only when a frame is asked for) and appended to
-the on-disk store. The recorder only consumes what it is handed: call records, and the server
-facts its session fetched through the call's provider; it never calls a server. ``new_run()``
-groups calls under one run id and ``warmup()`` marks calls to leave out of summaries; both are
-context variables, so they follow a call into tasks and onto llm_nb's loop thread.
+are appended to the on-disk store, marked with the recorder's session id, and read back from
+there; only those the store did not take stay in memory (see ``_unstored``). The recorder
+only consumes what it is handed: call records, and the server facts its session fetched
+through the call's provider; it never calls a server. ``new_run()`` groups calls under one
+run id and ``warmup()`` marks calls to leave out of summaries; both are context variables,
+so they follow a call into tasks and onto llm_nb's loop thread.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ._row import call_row
-from ._store import Store, cause, warn_once
+from ._request import columns as request_columns
+from ._row import COLUMNS, call_row
+from ._store import StatsStoreError, Store, cause, warn_once
+from ._unstored import Unstored, as_row
 
 if TYPE_CHECKING:
     from .._types import ChatResponse
@@ -88,8 +91,9 @@ class Recorder:
         self.store = store
         self.sampler = sampler
         self.session_run_id = session_run_id or new_session_run_id()
-        self._rows: list[dict[str, Any]] = []
-        self._texts: dict[str, tuple[str, str]] = {}
+        #: Marks this recorder's rows in the store, where they are read back from.
+        self.session_id = uuid.uuid4().hex
+        self._unstored = Unstored()
         self._runs_seen: set[str] = set()
         self.server_facts: dict[FactsKey, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -115,36 +119,57 @@ class Recorder:
         row = call_row(record, hardware=hardware)
         run_id = row["run_id"]
         with self._lock:
-            self._rows.append(row)
-            self._texts[row["call_id"]] = (record.text, record.reasoning)
             new_run = run_id not in self._runs_seen
             self._runs_seen.add(run_id)
+        stored = False
         if self.store is not None:
             try:
                 if new_run:
                     self.store.append_run(run_id, self.host_facts())
-                self.store.append(row, record.text, record.reasoning)
+                extra = {"session_id": self.session_id, **request_columns(record)}
+                stored = self.store.append(row, record.text, record.reasoning, extra)
             except Exception as exc:  # the store must never break the user's call
                 warn_once(
                     (str(self.store.path), "write"),
                     f"llm_nb cannot record to its stats store {self.store.path} ({cause(exc)}); "
                     "calls go on and this session's rows stay in memory (llm_nb.stats())",
                 )
+        if not stored:
+            self._unstored.add(row, record.text, record.reasoning)
 
     # -- reading ----------------------------------------------------------------------------
 
     def rows(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._rows)
+        """This session's rows: read back from the store, then those it did not take."""
+        stored: list[dict[str, Any]] = []
+        if self.store is not None:
+            with contextlib.suppress(StatsStoreError):  # unreadable: what memory holds
+                names, values = self.store.query({"session_id": self.session_id}, COLUMNS)
+                stored = [as_row(names, v) for v in values]
+        ids = {r["call_id"] for r in stored}
+        return stored + [r for r in self._unstored.rows() if r["call_id"] not in ids]
+
+    def unstored_rows(self) -> list[dict[str, Any]]:
+        """This session's rows that only memory holds (the store did not take them)."""
+        return self._unstored.rows()
 
     def text(self, call_id: str) -> str:
         """The answer text of a call (kept apart from the frame, which has its digest)."""
-        return self._texts[call_id][0]
+        kept = self._unstored.answer(call_id)
+        if kept is not None:
+            return kept[0]
+        if self.store is not None:
+            with contextlib.suppress(StatsStoreError):
+                _, found = self.store.query({"call_id": call_id}, ["text"], limit=1)
+                if found:
+                    return str(found[0][0])
+        raise KeyError(call_id)
 
     def clear(self) -> None:
+        """Start afresh: stats() shows only the calls made from now on."""
         with self._lock:
-            self._rows.clear()
-            self._texts.clear()
+            self.session_id = uuid.uuid4().hex
+            self._unstored.clear()
 
     # -- facts ------------------------------------------------------------------------------
 

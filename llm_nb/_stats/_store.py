@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -39,7 +40,8 @@ import sqlite3
 import threading
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,22 +51,37 @@ from ._row import COLUMNS
 
 log = logging.getLogger("llm_nb.stats")
 
-_TEXT_COLUMNS = frozenset({"call_id", "run_id", "provider", "host", "model", "model_reported",
+TEXT_COLUMNS = frozenset({"call_id", "run_id", "provider", "host", "model", "model_reported",
                            "status", "error_type", "finish_reason", "finish_reason_raw",
                            "token_source", "text_sha256", "started_at"})  # fmt: skip
 
 
+#: What only the store keeps, past the per-call columns: the answer, the session that made
+#: the call, the request as sent (JSON, when kept) and the call it replays.
+STORE_ONLY = ("text", "reasoning", "session_id", "request", "replay_of")
+
+#: Every column of the calls table.
+STORE_COLUMNS = [*COLUMNS, *STORE_ONLY]
+
 #: Columns named, so a store whose older table gained columns at its end still lines up.
-_INSERT = "INSERT INTO calls ({}, text, reasoning) VALUES ({})".format(
-    ", ".join('"' + c + '"' for c in COLUMNS), ", ".join("?" * (len(COLUMNS) + 2))
+_INSERT = "INSERT INTO calls ({}) VALUES ({})".format(
+    ", ".join('"' + c + '"' for c in STORE_COLUMNS), ", ".join("?" * len(STORE_COLUMNS))
 )
 
+_KNOWN = frozenset({*STORE_COLUMNS, "*"})
 
-_KNOWN = frozenset({*COLUMNS, "text", "reasoning", "*"})
+
+@dataclass
+class Scan:
+    """Rows being read: the column names, how many rows there are, and the rows in chunks."""
+
+    names: list[str]
+    total: int
+    chunks: Iterator[list[tuple[Any, ...]]]
 
 
 def _sql_type(column: str) -> str:
-    return "TEXT" if column in _TEXT_COLUMNS else "REAL"
+    return "TEXT" if column in TEXT_COLUMNS or column in STORE_ONLY else "REAL"
 
 
 #: SQLite's primary result codes for a damaged file.
@@ -89,8 +106,9 @@ def default_path() -> Path:
 
 
 #: The schema this release writes. 0: the first releases (no version set; a column may be
-#: missing). 1: every column of COLUMNS, the query indexes, the version set.
-SCHEMA_VERSION = 1
+#: missing). 1: every column of COLUMNS, the query indexes, the version set. 2: the session,
+#: request and replay columns, the conversations table.
+SCHEMA_VERSION = 2
 
 #: The indexes :meth:`Store.query` relies on: each filter, then time order within it.
 _INDEXES = (
@@ -98,7 +116,22 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS calls_model ON calls (model, started_at)",
     "CREATE INDEX IF NOT EXISTS calls_provider ON calls (provider, started_at)",
     "CREATE INDEX IF NOT EXISTS calls_started ON calls (started_at)",
+    # Every column summary(model=...) reads: a model's calls are aggregated from the index
+    # alone, without a read of each row from all over the table.
+    "CREATE INDEX IF NOT EXISTS calls_model_summary ON calls (model, run_id, provider, host, "
+    "started_at, warmup, status, ttft_s, tpot_s, e2e_s, output_tps, completion_tokens, "
+    "gpu_energy_j, cost_usd)",
+    "CREATE INDEX IF NOT EXISTS calls_session ON calls (session_id)",
+    "CREATE INDEX IF NOT EXISTS calls_call ON calls (call_id)",
     "CREATE INDEX IF NOT EXISTS runs_run ON runs (run_id)",
+    "CREATE INDEX IF NOT EXISTS conversations_name ON conversations (name, seq)",
+)
+
+#: A conversation's messages, one row each, in order (``seq``); ``call_id`` is the call
+#: that answered, for an assistant message.
+_CONVERSATIONS = (
+    "CREATE TABLE IF NOT EXISTS conversations (name TEXT, seq INTEGER, role TEXT, "
+    "content TEXT, call_id TEXT, at TEXT)"
 )
 
 #: A write: (SQL, values).
@@ -197,15 +230,14 @@ class Store:
             if version > SCHEMA_VERSION:
                 raise _Newer(newer_message(self.path, version))
             if version < SCHEMA_VERSION:
-                cols = ", ".join(f'"{c}" {_sql_type(c)}' for c in COLUMNS)
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS calls ({cols}, text TEXT, reasoning TEXT)"
-                )
+                cols = ", ".join(f'"{c}" {_sql_type(c)}' for c in STORE_COLUMNS)
+                conn.execute(f"CREATE TABLE IF NOT EXISTS calls ({cols})")
                 have = {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
-                for c in COLUMNS:
+                for c in STORE_COLUMNS:
                     if c not in have:  # a store written before the column existed
                         conn.execute(f'ALTER TABLE calls ADD COLUMN "{c}" {_sql_type(c)}')
                 conn.execute("CREATE TABLE IF NOT EXISTS runs (run_id TEXT, facts TEXT)")
+                conn.execute(_CONVERSATIONS)
                 for sql in _INDEXES:
                     conn.execute(sql)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -224,15 +256,33 @@ class Store:
         finally:
             copy.close()
 
-    def append(self, row: Mapping[str, Any], text: str, reasoning: str) -> None:
-        """Write one call's row; committed when this returns (unless the store is faulty,
-        which warns once and leaves the row in memory only)."""
-        values = [_to_sql(row.get(c)) for c in COLUMNS] + [text, reasoning]
-        self._commit([(_INSERT, values)])
+    def append(
+        self,
+        row: Mapping[str, Any],
+        text: str,
+        reasoning: str,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Write one call's row (``extra``: values of the other STORE_ONLY columns); True
+        when it is committed as this returns. False when the store is faulty (which warns
+        once) or another process holds the file locked (the row is written later)."""
+        more = {**(extra or {}), "text": text, "reasoning": reasoning}
+        values = [_to_sql(row.get(c)) for c in COLUMNS] + [more.get(c) for c in STORE_ONLY]
+        return self._commit([(_INSERT, values)])
 
-    def append_run(self, run_id: str, facts: Mapping[str, Any]) -> None:
+    def append_run(self, run_id: str, facts: Mapping[str, Any]) -> bool:
         facts_json = json.dumps(facts, default=str)
-        self._commit([("INSERT INTO runs VALUES (?, ?)", [run_id, facts_json])])
+        return self._commit([("INSERT INTO runs VALUES (?, ?)", [run_id, facts_json])])
+
+    def append_messages(self, name: str, messages: Sequence[tuple[str, str, str | None]]) -> bool:
+        """Add (role, content, call id) messages at the end of conversation ``name``, in one
+        transaction (numbered after its last, under the write lock)."""
+        at = datetime.now(UTC).isoformat()
+        sql = (
+            "INSERT INTO conversations SELECT ?, coalesce(max(seq), 0) + 1, ?, ?, ?, ? "
+            "FROM conversations WHERE name = ?"
+        )
+        return self._commit([(sql, [name, r, c, i, at, name]) for r, c, i in messages])
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Write what found the file locked, waiting up to ``timeout`` s for the lock; False
@@ -251,15 +301,32 @@ class Store:
     def query(
         self,
         where: Mapping[str, Any] | None = None,
+        columns: Sequence[str] | None = None,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int | None = None,
+    ) -> tuple[list[str], Sequence[tuple[Any, ...]]]:
+        """Rows of the calls table matching every ``column == value`` in ``where`` and
+        ``since <= started_at < until`` (ISO 8601 UTC strings); with ``limit``, the latest
+        ``limit`` of them, oldest first. ``columns``: which to read (default all)."""
+        with self.scan(where, since=since, until=until, limit=limit, columns=columns) as scan:
+            return scan.names, [row for chunk in scan.chunks for row in chunk]
+
+    @contextlib.contextmanager
+    def scan(
+        self,
+        where: Mapping[str, Any] | None = None,
         *,
         since: str | None = None,
         until: str | None = None,
         limit: int | None = None,
         columns: Sequence[str] | None = None,
-    ) -> tuple[list[str], Sequence[tuple[Any, ...]]]:
-        """Rows of the calls table matching every ``column == value`` in ``where`` and
-        ``since <= started_at < until`` (ISO 8601 UTC strings); with ``limit``, the latest
-        ``limit`` of them, oldest first. ``columns``: which to read (default all)."""
+        chunksize: int = 10_000,
+    ) -> Iterator[Scan]:
+        """The rows :meth:`query` returns, read ``chunksize`` at a time from one snapshot of
+        the file (rows committed meanwhile are not seen), with their count known first, so a
+        reader can size its columns once instead of holding every row as Python objects."""
         names = list(columns) if columns is not None else ["*"]
         unknown = [c for c in [*(where or {}), *names] if c not in _KNOWN]
         if unknown:  # names are put into the SQL: only the table's own
@@ -277,53 +344,59 @@ class Store:
             params.append(until)
         select = ", ".join("*" if n == "*" else f'"{n}"' for n in names)
         sql = f"SELECT {select} FROM calls"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
+        condition = " AND ".join(clauses) or "1"
         if limit is not None:
-            sql += " ORDER BY started_at DESC LIMIT ?"
+            # The latest rows (found through the index), then back in time order.
+            latest = f"SELECT rowid FROM calls WHERE {condition} ORDER BY started_at DESC LIMIT ?"
+            sql += f" WHERE rowid IN ({latest}) ORDER BY started_at"
             params.append(limit)
-        rows = self._select(sql, params)
-        if rows is None:
-            return ([*COLUMNS, "text", "reasoning"] if columns is None else names), []
-        if limit is not None:
-            rows[1].reverse()  # the latest rows, back in time order
-        return rows
+        elif clauses:
+            sql += f" WHERE {condition}"
+        with self.reading() as conn:
+            if conn is None:
+                yield Scan(STORE_COLUMNS if columns is None else names, 0, iter(()))
+                return
+            conn.execute("BEGIN")  # one snapshot for the count and the rows
+            total = conn.execute(f"SELECT count(*) FROM ({sql})", params).fetchone()[0]
+            cur = conn.execute(sql, params)
+            chunks = iter(functools.partial(cur.fetchmany, max(1, chunksize)), [])
+            yield Scan([d[0] for d in cur.description], int(total), chunks)
 
     def read_runs(self) -> list[tuple[str, dict[str, Any]]]:
-        rows = self._select("SELECT run_id, facts FROM runs")
-        return [] if rows is None else [(r, json.loads(f)) for r, f in rows[1]]
+        with self.reading() as conn:
+            if conn is None:
+                return []
+            rows = conn.execute("SELECT run_id, facts FROM runs").fetchall()
+        return [(r, json.loads(f)) for r, f in rows]
 
-    def _select(
-        self, sql: str, params: Sequence[Any] = ()
-    ) -> tuple[list[str], list[tuple[Any, ...]]] | None:
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection | None]:
+        """A read-only connection to the file (None when it has no calls table yet), with
+        SQLite's errors, raised while it is in use, turned into one-line StatsStoreErrors."""
         # Rows this process holds back for the same file (it was locked) first.
         for store in list(_open_stores):
             if store.path == self.path:
                 store.flush()
         if not self.path.exists():
-            return None
+            yield None
+            return
+        conn: sqlite3.Connection | None = None
         try:
             conn = _open_read_only(self.path)
-            try:
-                version = _version(conn)
-                if version > SCHEMA_VERSION:
-                    raise StatsStoreError(newer_message(self.path, version))
-                cur = conn.execute(sql, params)
-                return [d[0] for d in cur.description], cur.fetchall()
-            finally:
-                conn.close()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return None
-            raise StatsStoreError(
-                f"cannot read the stats store {self.path}: {cause(exc)}"
-            ) from None
+            version = _version(conn)
+            if version > SCHEMA_VERSION:
+                raise StatsStoreError(newer_message(self.path, version))
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            yield conn if "calls" in tables else None
         except sqlite3.DatabaseError as exc:
             hint = "; it is damaged: move it aside (llm_nb then starts a new one)"
             raise StatsStoreError(
                 f"cannot read the stats store {self.path}: {cause(exc)}"
                 + (hint if is_corrupt(exc) else "")
             ) from None
+        finally:
+            if conn is not None:
+                conn.close()
 
     def close(self) -> None:
         self.flush()
@@ -331,10 +404,11 @@ class Store:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def _commit(self, writes: list[_Write], busy_s: float = _BUSY_S) -> None:
-        # Nothing here may raise: a store fault must not break any call.
+    def _commit(self, writes: list[_Write], busy_s: float = _BUSY_S) -> bool:
+        """Whether the writes are committed. Nothing here may raise: a store fault must not
+        break any call."""
         try:
-            self._write(writes, busy_s)
+            return self._write(writes, busy_s)
         except Exception as exc:
             self._drop_connection()
             self._pending = []  # in memory still (the recorder's rows), as the new ones
@@ -342,21 +416,22 @@ class Store:
                 self._frozen = True
                 warn_once((str(self.path), "newer"), f"llm_nb cannot write to {exc}; calls go "
                           "on and this session's rows stay in memory (llm_nb.stats())")  # fmt: skip
-                return
+                return False
             if not is_corrupt(exc):
                 self._unwritable(exc)
-                return
+                return False
             if not self._set_aside(exc):
-                return
+                return False
             try:
-                self._write(writes)
+                return self._write(writes)
             except Exception as again:
                 self._drop_connection()
                 self._unwritable(again)
+                return False
 
-    def _write(self, writes: list[_Write], busy_s: float = _BUSY_S) -> None:
+    def _write(self, writes: list[_Write], busy_s: float = _BUSY_S) -> bool:
         if self._frozen:
-            return
+            return False
         with self._lock:
             conn = self._connect()
             batch = self._pending + writes
@@ -377,8 +452,9 @@ class Store:
                         self.path,
                     )
                 self._pending = batch
-                return
+                return False
             self._pending = []
+            return True
 
     def _drop_connection(self) -> None:
         # The next write opens it again: a freed disk or a fixed permission is picked up.

@@ -30,6 +30,7 @@ from .._errors import (
 from .._options import ChatKwargs, ChatOptions, takes_chat_options
 from .._stream import ChatStream
 from .._types import (
+    CallRequest,
     ChatResponse,
     Delta,
     Embeddings,
@@ -301,7 +302,8 @@ class Provider:
         limits = None
         if (opts.timeout, opts.read_timeout, opts.connect_timeout) != (None, None, None):
             limits = self.http.with_limits(opts.timeout, opts.read_timeout, opts.connect_timeout)
-        record = ChatResponse(self.name, self.host, model, stream=stream)
+        request = CallRequest(tuple(messages), opts)
+        record = ChatResponse(self.name, self.host, model, stream=stream, request=request)
         body = self._chat_body(model, messages, opts, stream)
 
         async def send(record: ChatResponse) -> httpx.Response:
