@@ -40,6 +40,7 @@ TITLES = {
     "._modelid": "Servers and model ids",
     "._session": "The default session: stats and servers",
     "._stats": "Stats",
+    "._replay": "Stats",
     "._eval": "Evaluation",
     "._eval._plan": "Evaluation",
     "._widgets": "Notebook panels",
