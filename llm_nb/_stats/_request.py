@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import InvalidOptionError
 
 if TYPE_CHECKING:
-    from .._types import ChatResponse
+    from .._types import CallRequest, ChatResponse
 
 POLICIES = ("local", "all", "none")
 
@@ -87,13 +87,12 @@ def columns(record: ChatResponse) -> dict[str, Any]:
     if record.request is not None and (
         keep == "all" or (keep == "local" and is_local(record.host))
     ):
-        out["request"] = to_json(record)
+        out["request"] = to_json(record, record.request)
     return out
 
 
-def to_json(record: ChatResponse) -> str:
-    request = record.request
-    assert request is not None
+def to_json(record: ChatResponse, request: CallRequest) -> str:
+    """The ``request`` column of a call: where it went, what it said, how."""
     options = {
         f.name: getattr(request.options, f.name)
         for f in dataclasses.fields(request.options)
