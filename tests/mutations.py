@@ -52,9 +52,9 @@ FAULTS = "tests/test_faults.py"
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "throttle-removed",
-        "llm_nb/_magics/_runner.py",
-        "all_done.wait(throttle_s)",
-        "all_done.wait(0)",
+        "llm_nb/_present/_runner.py",
+        "await asyncio.wait(tasks, timeout=throttle_s)",
+        "await asyncio.wait(tasks, timeout=0)",
         fast=(f"{MAGICS}::test_live_display_redraws_at_most_and_at_least_once_per_throttle",),
         server=(
             f"{MAGICS}::test_rich_view_is_throttled_and_ends_with_the_answer",
@@ -64,8 +64,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "live-redraws-removed",
-        "llm_nb/_magics/_runner.py",
-        "            view.update(calls, final=False)\n            # The rate bound",
+        "llm_nb/_present/_runner.py",
+        "            post(frames.live)\n            # The rate bound",
         "            pass  # no live redraw\n            # The rate bound",
         fast=(f"{MAGICS}::test_live_display_redraws_at_most_and_at_least_once_per_throttle",),
         server=(
@@ -75,16 +75,16 @@ MUTATIONS: tuple[Mutation, ...] = (
         what="the answer appears only when it is complete (throttle tests bounded above only)",
     ),
     Mutation(
-        "final-frame-skipped-after-interrupt",
-        "llm_nb/_magics/_runner.py",
-        "        interrupted = True\n        _cancel(jobs, calls)\n",
-        "        interrupted = True\n        _cancel(jobs, calls)\n        return True\n",
+        "stopped-calls-not-settled",
+        "llm_nb/_present/_runner.py",
+        "        settle(self._calls)\n        self._draw(True)\n",
+        "        self._draw(True)\n",
         fast=(f"{MAGICS}::test_interrupt_keeps_the_partial_answer_on_screen",),
         server=(
             f"{MAGICS}::test_interrupt_keeps_partial_and_records_cancelled",
             f"{KERNEL}::test_interrupt_stops_the_stream_and_keeps_the_partial_answer",
         ),
-        what="after Ctrl-C the cell keeps its last live frame, not the partial answer",
+        what="after Ctrl-C the cell's final frame does not say the answer was interrupted",
     ),
     Mutation(
         "predicted-ms-10pct-high",
@@ -136,9 +136,9 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "widgets-updated-from-the-loop-thread",
-        "llm_nb/_widgets/_work.py",
-        "job = self._job = submit(self._guarded(body, updates.put))",
-        "job = self._job = submit(self._guarded(body, _now))",
+        "llm_nb/_present/_work.py",
+        "lambda post: self._guarded(body, post), self._apply, self._remember",
+        "lambda post: self._guarded(body, _now), self._apply, self._remember",
         fast=(f"{WIDGETS}::test_without_a_running_loop_widgets_change_on_the_callers_thread",),
         server=(f"{WIDGETS}::test_without_a_running_loop_the_work_runs_on_llm_nb_loop",),
         what="without a running loop, widgets are changed from llm_nb's loop thread",

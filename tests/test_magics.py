@@ -27,11 +27,12 @@ import llm_nb
 from llm_nb._embedded.process.server import free_port
 from llm_nb._magics import LLMMagics
 from llm_nb._magics._args import parse_cell_args
-from llm_nb._magics._display import RichView
 from llm_nb._magics._errors import MagicError, StreamInterrupted
-from llm_nb._magics._render import Column, answer_bundle, columns_bundle, extract_code
-from llm_nb._magics._runner import Call, run_calls
 from llm_nb._magics._template import fill
+from llm_nb._present._calls import Call
+from llm_nb._present._display import RichView
+from llm_nb._present._render import Column, answer_bundle, columns_bundle, extract_code
+from llm_nb._present._runner import run_calls
 from llm_nb._safe_html import markdown_html
 from llm_nb._session import default_session, registry, run_sync
 from llm_nb._types import ChatResponse

@@ -22,10 +22,10 @@ import llm_nb
 from llm_nb import __main__ as cli
 from llm_nb._eval._result import EvalResult
 from llm_nb._magics._args import FORMATS
-from llm_nb._magics._display import RenderBudget
 from llm_nb._magics._errors import MagicError
 from llm_nb._magics._models import models_frame
-from llm_nb._magics._render import Column, answer_bundle, columns_bundle
+from llm_nb._present._display import RenderBudget
+from llm_nb._present._render import Column, answer_bundle, columns_bundle
 from llm_nb._safe_html import _clean_markdown, answer_html, clean_html, escape, markdown_html
 from llm_nb._session import registry, run_sync
 from llm_nb._terminal import ControlStripper, strip_controls

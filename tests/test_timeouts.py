@@ -20,9 +20,10 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import llm_nb
 from llm_nb import APITimeoutError, LlamaCppProvider
-from llm_nb._magics._display import RichView
-from llm_nb._magics._render import waiting_bundle
-from llm_nb._magics._runner import Call, run_calls
+from llm_nb._present._calls import Call
+from llm_nb._present._display import RichView
+from llm_nb._present._render import waiting_bundle
+from llm_nb._present._runner import run_calls
 from llm_nb._session import Session
 from llm_nb._stats import Recorder
 from llm_nb._wire.http import (

@@ -37,6 +37,7 @@ from .._session import in_loop_thread, submit
 from .._stats import call_row, new_run
 from .._stats import warmup as warmup_calls
 from .._types import ChatResponse
+from .._waiting import wait_interruptibly
 from ._plan import Cell, Plan, ScorerSpec, make_plan
 from ._progress import Progress, make_progress
 from ._result import EvalResult, build_result
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
     from ..providers.base import Provider
 
 Results = dict[str, dict[str, Any]]
-
-#: How often sync evaluate()'s waiting thread wakes to notice an interrupt.
-_SIGNAL_CHECK_S = 0.25
 
 
 @takes_chat_options
@@ -140,14 +138,9 @@ def evaluate(
 
 
 def wait_for(job: Job) -> Any:
-    """The job's result, waiting in short slices: SIGINT may be delivered to another
-    thread, and only a main thread that wakes now and then notices it; a run can go for
-    seconds without any other reason to wake."""
-    while True:
-        try:
-            return job.future.result(_SIGNAL_CHECK_S)
-        except TimeoutError:
-            continue
+    """The job's result, waiting so that an interrupt is noticed (``llm_nb._waiting``)."""
+    wait_interruptibly(job.finished)
+    return job.future.result()
 
 
 @takes_chat_options

@@ -29,9 +29,9 @@ from ._errors import MagicError, StreamInterrupted
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .._present._calls import Call
     from .._stream import ChatStream
     from .._types import Message
-    from ._runner import Call
 
 _MANAGE = ("load", "unload", "pull", "delete")
 _MODELS_USAGE = (
@@ -55,11 +55,6 @@ options:
 The columns are defined in docs/METRICS.md. The same frames come from llm_nb.stats()
 and llm_nb.summary(); llm_nb.history() holds every call ever recorded on this machine,
 and llm_nb.export(frame, "calls.csv") writes one to a file."""
-#: The stats table under side-by-side answers.
-_STATS_COLUMNS = [
-    "provider", "host", "model", "status", "ttft_s", "output_tps", "completion_tokens",
-    "e2e_s", "cost_usd",
-]  # fmt: skip
 
 
 @magics_class
@@ -174,9 +169,11 @@ class LLMMagics(Magics):
 
     def _ask(self, args: CellArgs, cell: str, models: Sequence[str]) -> None:
         from .._options import ChatOptions
+        from .._present._calls import Call
+        from .._present._display import has_rich_display, make_view
+        from .._present._runner import run_calls
+        from .._present._tables import show_run_table
         from .._types import build_messages
-        from ._display import has_rich_display, make_view
-        from ._runner import Call, run_calls
         from ._template import fill
 
         self._sync_aliases()
@@ -212,7 +209,7 @@ class LLMMagics(Magics):
         if args.chat and records[0].status == "ok":
             self._chats.add_turn(args.chat, prompt, records[0].text, records[0].call_id)
         if run_id is not None:
-            _show_stats(run_id, has_rich_display(shell))
+            show_run_table(run_id, has_rich_display(shell))
         if interrupted:
             raise StreamInterrupted(f"interrupted after {sum(c.tokens for c in calls)} tokens")
         _raise_failures(calls)
@@ -243,7 +240,7 @@ class LLMMagics(Magics):
             return models_frame(discover)
         if words[0] not in _MANAGE or len(words) != 2:
             raise UsageError(f"usage: {_MODELS_USAGE}")
-        from ._display import has_rich_display
+        from .._present._display import has_rich_display
         from ._models import manage
 
         failure: LLMError | None = None
@@ -299,21 +296,6 @@ def _open_stream(model: str, prompt: Any, options: dict[str, Any], stream: bool)
         return p.stream(name, prompt, **options)
     # Same engine, one whole-body chunk: interrupts and records behave as for a stream.
     return p._make_stream(name, prompt, options, stream=False)
-
-
-def _show_stats(run_id: str, rich: bool) -> None:
-    from .._session import stats
-    from ._display import ipython_display
-
-    frame = stats(run_id)
-    if not len(frame):  # recording is off (LLM_NB_RECORD=0)
-        return
-    frame = frame[_STATS_COLUMNS]
-    if rich:
-        ipython_display()(frame)
-    else:
-        # A terminal's DataFrame repr elides columns to fit; this table is the point.
-        print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
 def _raise_failures(calls: Sequence[Call]) -> None:

@@ -10,26 +10,17 @@ asked concurrently, each with a short timeout, and one that does not answer beco
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._errors import APIConnectionError, ConfigError, LLMError
-from .._types import ModelInfo, PullProgress
+from .._types import PullProgress
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .._registry import Registry
-    from ..providers.base import Provider
-
 COLUMNS = ("provider", "host", "model", "status", "size", "quantization", "context")
-#: Per-server limit for listing its models; discovery itself probes with 0.5 s.
-LIST_TIMEOUT_S = 5.0
-_PROVIDERS = ("llamacpp", "ollama", "openai")
 
 
 def models_frame(discover: bool) -> pd.DataFrame:
@@ -54,78 +45,24 @@ def models_frame(discover: bool) -> pd.DataFrame:
 
 
 async def _collect(discover: bool) -> tuple[list[dict[str, Any]], list[str]]:
-    from .._session import registry
+    from .._present._catalog import catalog, model_row
 
-    reg = registry()
-    if discover:
-        await reg.discover()
-    problems = _add_configured(reg)
-    providers = sorted(reg.providers(), key=lambda p: (p.name, p.host))
-    listings = await asyncio.gather(*(_list(p) for p in providers))
+    found = await catalog(discover)
+    problems = list(found.problems)
     rows: list[dict[str, Any]] = []
-    for p, listing in zip(providers, listings, strict=True):
-        if isinstance(listing, LLMError):
-            status = "unreachable" if isinstance(listing, APIConnectionError) else "error"
+    for group in found.groups:
+        if group.error is not None:
+            p = group.provider
+            status = "unreachable" if group.unreachable else "error"
             rows.append(
                 dict.fromkeys(COLUMNS)
                 | {"provider": p.name, "host": p.host, "model": "", "status": status}
             )
             if status == "error":  # unreachable needs no words: the row says it
-                problems.append(str(listing))
+                problems.append(group.error)
             continue
-        rows.extend(_row(info) for info in listing)
+        rows.extend(model_row(info) for info in group.models)
     return rows, problems
-
-
-def _add_configured(reg: Registry) -> list[str]:
-    """Put providers set up in the environment or config file into the registry."""
-    from .._config import file_setting
-    from .._registry import provider_class
-
-    problems = []
-    for name in _PROVIDERS:
-        cls = provider_class(name)
-        env_set = any(os.environ.get(var) for var in (*cls.env_url, *cls.env_key))
-        if env_set or file_setting(name, "base_url") or file_setting(name, "api_key"):
-            try:
-                reg.get(name)
-            except ConfigError as exc:
-                problems.append(str(exc))
-    return problems
-
-
-async def _list(p: Provider) -> list[ModelInfo] | LLMError:
-    try:
-        return await asyncio.wait_for(p.models(), LIST_TIMEOUT_S)
-    except TimeoutError:
-        return APIConnectionError(
-            f"{p.label} at {p.host} did not list its models within {LIST_TIMEOUT_S:.0f} s",
-            provider=p.label,
-            url=p.base_url,
-        )
-    except LLMError as exc:
-        return exc
-
-
-def _row(info: ModelInfo) -> dict[str, Any]:
-    return {
-        "provider": info.provider,
-        "host": info.host,
-        "model": info.name,
-        "status": info.status,
-        "size": _size(info.size_bytes),
-        "quantization": info.quantization,
-        "context": info.context_length,
-    }
-
-
-def _size(n: int | None) -> str | None:
-    if n is None:
-        return None
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} B"
 
 
 # -- managing one model -----------------------------------------------------------------------
@@ -197,7 +134,7 @@ class _WidgetProgress:
     def __init__(self, label: str, throttle_s: float) -> None:
         import ipywidgets as w  # type: ignore[import-untyped]
 
-        from ._display import ipython_display
+        from .._present._display import ipython_display
 
         self._bar = w.IntProgress(min=0, max=1000, description="pull", bar_style="info")
         self._text = w.Label(label)

@@ -10,22 +10,23 @@ failed shows its error on one line and is left out of the conversation, so Send 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ipywidgets as w  # type: ignore[import-untyped]
 
 from .._api import provider
 from .._errors import LLMError
-from .._magics._display import RenderBudget
-from .._magics._figures import figures, live_figures
-from .._magics._runner import Call
 from .._options import ChatOptions
+from .._present._calls import Call
+from .._present._display import RenderBudget
+from .._present._figures import figures, live_figures
+from .._present._runner import Frames, pump
+from .._present._work import Post, Worker
 from .._safe_html import answer_html, escape
 from .._types import ChatResponse, Message
 from ._defaults import default_model, throttle_s
 from ._parts import AnswerView, ErrorLine, Panel, styled
-from ._work import Post, Worker, pump
 
 
 @dataclass(eq=False)
@@ -37,6 +38,8 @@ class Turn:
     call: Call
     answer: AnswerView
     figures: Any  # ipywidgets.Label
+    #: The turn's live frames, then its one final frame.
+    frames: Frames = field(init=False)
     #: (HTML, plain text) for the saved output, once the turn has ended.
     saved: tuple[str, str] | None = None
 
@@ -154,6 +157,7 @@ class ChatPanel(Panel):
         answer.show(call.record, final=False)
         shown = styled(w.Label(""), "llm-nb-chat-figures")
         turn = Turn(text, model, call, answer, shown)
+        turn.frames = Frames([call], lambda final: self._draw(turn, final))
         self.turns.append(turn)
         self._transcript.append(turn)
         box = styled(w.VBox([asked, label, answer, shown]), "llm-nb-chat-turn")
@@ -161,7 +165,7 @@ class ChatPanel(Panel):
         return turn
 
     async def _answer(self, turn: Turn, post: Post) -> None:
-        await pump([turn.call], lambda final: self._draw(turn, final), self.throttle_s, post)
+        await pump([turn.call], turn.frames, self.throttle_s, post)
 
     @property
     def throttle_s(self) -> float:
@@ -169,8 +173,6 @@ class ChatPanel(Panel):
 
     def _draw(self, turn: Turn, final: bool) -> None:
         record = turn.record
-        if turn.saved is not None:  # already drawn as final
-            return
         if not final:
             if self._budget.due(final):
                 started = time.perf_counter()
@@ -188,10 +190,7 @@ class ChatPanel(Panel):
         self._save()
 
     def _ended(self, turn: Turn) -> None:
-        if turn.saved is None:  # stopped before the stream even started
-            turn.call.interrupted = turn.call.done = True
-            turn.record.status = "cancelled"
-            self._draw(turn, True)
+        turn.frames.end()  # drawn already, unless stopped before the stream even started
         self._streaming(False)
 
     def _streaming(self, on: bool) -> None:

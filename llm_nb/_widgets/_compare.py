@@ -19,20 +19,21 @@ import ipywidgets as w  # type: ignore[import-untyped]
 
 from .._api import provider
 from .._errors import LLMError
-from .._magics._display import RenderBudget
-from .._magics._figures import figures, live_figures
-from .._magics._magics import _STATS_COLUMNS
-from .._magics._render import Column, columns_bundle, columns_text
-from .._magics._runner import Call
 from .._options import ChatOptions
+from .._present._calls import Call
+from .._present._catalog import Catalog, catalog
+from .._present._display import RenderBudget
+from .._present._figures import figures, live_figures
+from .._present._render import Column, columns_bundle, columns_text
+from .._present._runner import Frames, pump
+from .._present._tables import STATS_COLUMNS
+from .._present._work import Post, Worker
 from .._session import stats
 from .._stats import new_run
 from .._stats._recorder import recording_enabled
 from .._terminal import strip_controls
-from ._catalog import Catalog, catalog
 from ._defaults import throttle_s
 from ._parts import AnswerView, ErrorLine, Panel, styled
-from ._work import Post, Worker, pump
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -94,7 +95,7 @@ class ComparePanel(Panel):
         #: The calls of the last run, in column order, and that run's stats run id.
         self.calls: list[Call] = []
         self.run_id: str | None = None
-        self._finished = True
+        self._frames = Frames([], self._draw)
         self._answers: list[AnswerView] = []
         self._footers: list[Any] = []
         self._budget = RenderBudget()
@@ -159,7 +160,7 @@ class ComparePanel(Panel):
         self.table.value = ""
         self.plot.children = ()
         self._running(True)
-        self._finished = False
+        self._frames = Frames(calls, self._draw)
         self.worker.start(self._run_all, self._ended)
 
     def stop(self) -> None:
@@ -178,7 +179,7 @@ class ComparePanel(Panel):
     async def _run_all(self, post: Post) -> None:
         with new_run() as run_id:
             self.run_id = run_id
-            await pump(self.calls, self._draw, self.throttle_s, post)
+            await pump(self.calls, self._frames, self.throttle_s, post)
 
     # -- drawing --------------------------------------------------------------------------
 
@@ -203,7 +204,7 @@ class ComparePanel(Panel):
         self.columns.children = columns
 
     def _draw(self, final: bool) -> None:
-        if self._finished or not self._budget.due(final):
+        if not self._budget.due(final):
             return
         started = time.perf_counter()
         for call, answer, footer in zip(self.calls, self._answers, self._footers, strict=True):
@@ -217,7 +218,6 @@ class ComparePanel(Panel):
             self._budget.spent(started)
 
     def _finish(self) -> None:
-        self._finished = True
         failed = [c for c in self.calls if c.error is not None]
         if failed:
             self.error.show(
@@ -227,7 +227,7 @@ class ComparePanel(Panel):
         frame = stats(self.run_id) if self.run_id else None
         table_html = ""
         if frame is not None and len(frame):
-            frame = frame[_STATS_COLUMNS]
+            frame = frame[STATS_COLUMNS]
             table_html = frame.to_html(index=False, border=0, float_format=_fmt, na_rep="—")
             self.table.value = table_html
             self.plot.children = (_plot_widget(frame),)
@@ -244,11 +244,7 @@ class ComparePanel(Panel):
         self.saved.update({"text/html": bundle["text/html"] + table_html, "text/plain": plain})
 
     def _ended(self) -> None:
-        if not self._finished:  # stopped before the streams even started
-            for call in self.calls:
-                call.interrupted = call.done = True
-                call.record.status = "cancelled"
-            self._draw(True)
+        self._frames.end()  # drawn already, unless stopped before the streams even started
         self._running(False)
 
     def _running(self, on: bool) -> None:

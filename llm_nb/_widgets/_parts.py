@@ -10,8 +10,8 @@ import ipywidgets as w  # type: ignore[import-untyped]
 
 from .._compat import widget_bundle
 from .._errors import LLMError
-from .._magics._display import ipython_display
-from .._magics._render import Bundle, answer_bundle, waiting_bundle
+from .._present._display import ipython_display
+from .._present._render import Bundle, answer_bundle, waiting_bundle
 from .._terminal import strip_controls
 from .._types import ChatResponse
 from ._saved import SavedOutput

@@ -21,14 +21,13 @@ import ipywidgets as w  # type: ignore[import-untyped]
 
 from .._api import provider
 from .._errors import InvalidOptionError, LLMError
-from .._magics._models import _row
 from .._modelid import PROVIDER_ALIASES
+from .._present._catalog import Catalog, Group, catalog, size_text
+from .._present._work import Post, Worker
 from .._types import ModelInfo, PullProgress
 from ..providers.base import Provider
-from ._catalog import Catalog, Group, catalog
 from ._defaults import default_model, set_default_model
 from ._parts import ErrorLine, Panel, styled
-from ._work import Post, Worker
 
 #: Seconds between status polls while a model loads or unloads.
 POLL_S = 0.2
@@ -331,6 +330,5 @@ async def _status(p: Provider, name: str) -> str:
 
 
 def _option_label(info: ModelInfo) -> str:
-    row = _row(info)
-    extra = " · ".join(str(row[k]) for k in ("size", "quantization") if row[k])
+    extra = " · ".join(x for x in (size_text(info.size_bytes), info.quantization) if x)
     return f"{info.name} — {info.status}" + (f" · {extra}" if extra else "")

@@ -24,8 +24,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .._magics._display import has_rich_display, ipython_display
-from .._magics._render import Bundle
+from .._present._display import has_rich_display, ipython_display
+from .._present._render import Bundle
 
 _EMPTY: Bundle = {"text/plain": ""}
 

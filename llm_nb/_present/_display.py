@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._terminal import ControlStripper, strip_controls
+from ._calls import Call
 from ._figures import figures, live_figures
 from ._render import (
     Bundle,
@@ -24,7 +25,7 @@ from ._render import (
     columns_text,
     waiting_bundle,
 )
-from ._runner import Call, View
+from ._runner import View
 
 
 def has_rich_display(shell: Any) -> bool:
