@@ -30,18 +30,22 @@ page's console log, and on failure the page's HTML and JupyterLab's log.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llm_nb._embedded.process.server import LlamaServer
-from tests.browser.page import DONE_PROMPT, Browser, Notebook, require_browser
+from tests.browser.page import (
+    DONE_PROMPT,
+    Browser,
+    Notebook,
+    kernel_env,
+    notebook_in_chromium,
+)
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(480)]
 
@@ -51,15 +55,18 @@ QUICKSTART = REPO / "notebooks" / "01-quickstart.ipynb"
 #: Where quickstart_ui.ipynb's model ids expect their llama-server; rewritten to the session's.
 NOTEBOOK_HOST = "127.0.0.1:8080"
 SHOTS = REPO / "test-artifacts" / "browser"
+#: What a cell shows before the first token arrives.
+WAITING = "waiting for the first token…"
 #: Seconds between two looks at the page while something streams.
 POLL_S = 0.05
 #: Most seconds one model cell may take: a second or two on an idle 2-core machine, but a
 #: machine loaded by other work has been seen 50 times slower.
 LLM_CELL_S = 180
 
-#: The columns of a side-by-side answer (an HTML flex row: title, answer, figures).
+#: The columns of a side-by-side answer (an HTML flex row, ``llm-nb-columns``: title,
+#: answer, figures).
 _COLUMNS_JS = """cell => [...cell.querySelectorAll(
-    '.jp-OutputArea-output div[style*="display:flex"]')].map(row => [...row.children].map(col => ({
+    '.jp-OutputArea-output .llm-nb-columns')].map(row => [...row.children].map(col => ({
         label: col.firstElementChild.innerText,
         body: col.children[1].innerText,
         footer: col.lastElementChild.innerText,
@@ -101,44 +108,10 @@ def browser(
             if cell["cell_type"] == "code":
                 cell["outputs"], cell["execution_count"] = [], None
         (root / QUICKSTART.name).write_text(json.dumps(quick, indent=1))
-    env: dict[str, str | None] = {
-        # The kernel imports the llm_nb under test (this checkout), installed or not.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        # `local` is the session's server; no other provider comes from the environment.
-        "LLM_NB_LOCAL_URL": llama_server.url,
-        "LLAMA_CPP_URL": None,
-        "LLAMA_SERVER_URL": None,
-        "OPENAI_API_KEY": None,
-        "OPENAI_BASE_URL": None,
-        "OLLAMA_HOST": None,
-    }
+    env = kernel_env(llama_server.url)
     session = Browser(root, home, env)
     yield session
     session.close()
-
-
-@contextmanager
-def notebook_in_chromium(
-    browser: Browser, notebook: Path, shots: Path, prefix: str
-) -> Iterator[Notebook]:
-    """``notebook`` open in JupyterLab in a new Chromium, its kernel idle; on the way out the
-    console log is saved, and on a failure the screenshot, page and server log too. At the
-    end, any error the page logged (a widget view that failed to render, say) fails the test.
-    """
-    require_browser()
-    with browser.tab() as page:
-        nb = Notebook(page, browser.root / notebook.name, shots, prefix)
-        try:
-            nb.open(browser.lab.lab_url(notebook.name, workspace=prefix))
-            nb.shot("01-open")
-            yield nb
-            errors = nb.console_errors()
-            assert not errors, f"errors in the browser console: {errors}"
-        except BaseException:
-            nb.save_failure(browser.lab.log_tail(400))
-            raise
-        finally:
-            nb.save_logs()
 
 
 def _words(text: str) -> list[str]:
@@ -174,7 +147,7 @@ def _ui_steps(nb: Notebook, host: str) -> None:
     while not DONE_PROMPT.match((snap := nb.snapshot(stream))["prompt"]):
         assert time.monotonic() < deadline, f"the %%llm cell ran over {LLM_CELL_S} s"
         text = snap["text"].strip()
-        if snap["kernel"] == "busy" and text and text != "…":
+        if snap["kernel"] == "busy" and text and not text.startswith(WAITING):
             if not seen:
                 nb.shot("02-streaming", nb.cell(stream))
             if not seen or text != seen[-1]:
@@ -298,7 +271,7 @@ def test_quickstart_notebook(browser: Browser, shots: Path) -> None:
         assert llm_cells, "the quick start has no %%llm cell"
         for i in llm_cells:
             text = nb.outputs(i).first.inner_text().strip()
-            assert text and text != "…", f"cell {i}: no answer shown"
+            assert text and not text.startswith(WAITING), f"cell {i}: no answer shown"
             for row in nb.cell(i).evaluate(_COLUMNS_JS):
                 assert len(row) >= 2 and all(c["body"].strip() for c in row), (i, row)
             nb.shot(f"02-cell-{i:02d}", nb.cell(i))

@@ -26,7 +26,6 @@ Screenshots go to test-artifacts/browser/hostile-*.png.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import pytest
 
 from tests.browser import hostile
-from tests.browser.page import DONE_PROMPT, Browser, Notebook, require_browser
+from tests.browser.page import DONE_PROMPT, Browser, Notebook, kernel_env, require_browser
 from tests.faults.server import FaultServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -171,17 +170,9 @@ def browser(server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[B
     root = home / "root"
     root.mkdir()
     (root / NOTEBOOK).write_text(json.dumps(_notebook(server), indent=1))
-    env: dict[str, str | None] = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        # The hostile server is the one configured provider, so %llm_models and the picker
-        # list its models; no other server comes from the environment.
-        "OPENAI_BASE_URL": f"http://{server}/v1",
-        "OPENAI_API_KEY": None,
-        "LLAMA_CPP_URL": None,
-        "LLAMA_SERVER_URL": None,
-        "OLLAMA_HOST": None,
-        "LLM_NB_LOCAL_URL": None,
-    }
+    # The hostile server is the one configured provider, so %llm_models and the picker
+    # list its models; no other server comes from the environment.
+    env = kernel_env(None, OPENAI_BASE_URL=f"http://{server}/v1")
     session = Browser(root, home, env)
     yield session
     session.close()

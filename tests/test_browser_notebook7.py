@@ -16,7 +16,6 @@ Screenshots go to test-artifacts/browser/ with the prefix ``nb7-``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import pytest
 
 from llm_nb._embedded.process.server import LlamaServer, free_port
 from tests.browser.lab import JupyterLab
-from tests.browser.page import DONE_PROMPT, Browser, Notebook, require_browser
+from tests.browser.page import DONE_PROMPT, Browser, Notebook, kernel_env, require_browser
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(480)]
 
@@ -40,6 +39,8 @@ QUICKSTART = REPO / "notebooks" / "01-quickstart.ipynb"
 NOTEBOOK_HOST = "127.0.0.1:8080"
 SHOTS = REPO / "test-artifacts" / "browser"
 LLM_CELL_S = 180
+#: What a cell shows before the first token arrives.
+WAITING = "waiting for the first token…"
 
 
 class Notebook7(JupyterLab):
@@ -106,15 +107,7 @@ def browser(llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory)
                 cell["source"] = code.splitlines(keepends=True)
                 cell["outputs"], cell["execution_count"] = [], None
         (root / source.name).write_text(json.dumps(nb, indent=1))
-    env: dict[str, str | None] = {
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "LLM_NB_LOCAL_URL": llama_server.url,
-        "LLAMA_CPP_URL": None,
-        "LLAMA_SERVER_URL": None,
-        "OPENAI_API_KEY": None,
-        "OPENAI_BASE_URL": None,
-        "OLLAMA_HOST": None,
-    }
+    env = kernel_env(llama_server.url)
     session = Browser(root, home, env)
     session.lab = Notebook7(root, home / "jupyter", env)
     yield session
@@ -163,7 +156,7 @@ def test_quickstart_runs_in_notebook7(browser: Any) -> None:
         assert llm_cells, "the quick start has no %%llm cell"
         for i in llm_cells:
             text = nb.outputs(i).first.inner_text().strip()
-            assert text and text != "…", f"cell {i}: no answer shown"
+            assert text and not text.startswith(WAITING), f"cell {i}: no answer shown"
             nb.shot(f"02-cell-{i:02d}", nb.cell(i))
 
 
@@ -179,7 +172,7 @@ def test_streaming_is_visible_and_a_panel_works_in_notebook7(browser: Any) -> No
         while not DONE_PROMPT.match((snap := nb.snapshot(stream))["prompt"]):
             assert time.monotonic() < deadline, "the %%llm cell did not finish"
             text = snap["text"].strip()
-            if "*" in snap["prompt"] and text and text != "…":
+            if "*" in snap["prompt"] and text and not text.startswith(WAITING):
                 if not partials:
                     nb.shot("02-streaming", nb.cell(stream))
                 partials.append(text)

@@ -326,11 +326,17 @@ def test_side_by_side_runs_concurrently(
     span = max(r.trace.t_end_ns for r in rs) - min(r.trace.t_send_ns for r in rs)
     e2e = [r.trace.t_end_ns - r.trace.t_send_ns for r in rs]
     assert span < 0.75 * sum(e2e), (span, e2e)
-    assert out.count(f"── {model} ──") == 3 and out.count("tok/s") == 3
+    # The same model three times: three numbered columns, each with its figures.
+    for n in (1, 2, 3):
+        assert out.count(f"── {model} #{n} ──") == 1
+    assert out.count(" tok/s · ") == 3
     for r in rs:
         assert r.text in out
-    # The stats table follows, one row per call of this run.
-    assert "ttft_s" in out and "output_tps" in out
+    # The stats table follows, one row per call of this run, labelled as its column.
+    lines = out.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if "ttft (s)" in line) :]
+    assert "tok/s" in table[0] and "model" in table[0]
+    assert [line.split()[0:2] for line in table[1:]] == [[model, f"#{n}"] for n in (1, 2, 3)]
     assert len({r.run_id for r in rs}) == 1 and rs[0].run_id in set(llm_nb.stats()["run_id"])
 
 
@@ -379,7 +385,10 @@ def test_rich_view_is_throttled_and_ends_with_the_answer(model: str) -> None:
     times = record.trace.token_times_ns
     allowed = min((times[-1] - times[0]) / 1e9 / 0.3, len(times) - 1)
     assert len(frames) - 1 >= allowed / 4, (len(frames), allowed)
-    assert frames[-1][1] == {"text/html": markdown_html(record.text), "text/plain": record.text}
+    last = frames[-1][1]
+    assert last["text/plain"] == record.text
+    answer, footer = last["text/html"].split('<div class="llm-nb-footer"')
+    assert answer == markdown_html(record.text) and "cut at 200 tokens (-n)" in footer
 
 
 class Frames:
@@ -570,9 +579,17 @@ def test_models_pull_and_delete_on_ollama(
 
 def test_llm_stats(shell: InteractiveShell, model: str) -> None:
     shell.run_cell_magic("llm", f"{model} -n 2 -o r", "Hi")
-    frame = shell.run_line_magic("llm_stats", "")
+    shown = shell.run_line_magic("llm_stats", "")
+    frame = shell.run_line_magic("llm_stats", "--all")
     assert shell.user_ns["r"].call_id in set(frame["call_id"])
-    summary = shell.run_line_magic("llm_stats", "--summary")
+    # The table shows the same calls as the complete frame, which it keeps.
+    assert len(shown) == len(frame) and shown.frame.equals(frame)
+    assert [c.header for c in shown.columns][:3] == ["started (UTC)", "model", "status"]
+    summary = shell.run_line_magic("llm_stats", "--summary --all")
+    shown_summary = shell.run_line_magic("llm_stats", "--summary").frame
+    assert list(shown_summary.columns) == list(summary.columns) and len(shown_summary) == len(
+        summary
+    )
     assert {"ttft_s_p50", "ttft_s_p95", "e2e_s_mean", "n_ok"} <= set(summary.columns)
     # The session's run holds every test's calls; this call's group is its model at its host.
     r = shell.user_ns["r"]
@@ -594,7 +611,7 @@ def test_llm_stats_help_explains_each_option(
 ) -> None:
     assert shell.run_line_magic("llm_stats", flag) is None  # help, not a frame
     out = capsys.readouterr().out
-    assert out.startswith("usage: %llm_stats [RUN_ID] [--summary]\n")
-    for word in ("RUN_ID", "--summary", "n_cancelled", "METRICS.md", "llm_nb.summary()"):
+    assert out.startswith("usage: %llm_stats [RUN_ID] [--summary] [--all]\n")
+    for word in ("RUN_ID", "--summary", "--all", "n_cancelled", "METRICS.md", "llm_nb.summary()"):
         assert word in out
     assert len(out.splitlines()) > 10  # a help text, not a bare usage line

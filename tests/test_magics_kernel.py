@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -117,7 +118,11 @@ def test_long_answer_costs_a_bounded_number_of_updates(kernel: Kernel, model: st
     wanted = min(r["span"], r["n"] - 1)
     assert len(updates) - 1 >= wanted, (len(updates), r["span"])
     final = updates[-1]["content"]["data"]
-    assert final == {"text/html": markdown_html(r["text"]), "text/plain": r["text"]}
+    assert final["text/plain"] == r["text"]
+    # The answer, then its footer: the figures, and that the token limit ended it.
+    answer, footer = final["text/html"].split('<div class="llm-nb-footer"')
+    assert answer == markdown_html(r["text"])
+    assert re.search(r"ttft [\d.]+ s · [\d.]+ tok/s · cut at 120 tokens \(-n\) · cost", footer)
     print(f"\n120 tokens in {duration:.2f} s -> {len(updates)} updates")
 
 
@@ -144,7 +149,9 @@ def test_interrupt_stops_the_stream_and_keeps_the_partial_answer(
     assert content["traceback"] == [f"\x1b[31mllm_nb: interrupted after {r['n']} tokens\x1b[0m"]
     final = reply.of("update_display_data")[-1]["content"]["data"]
     assert final["text/plain"] == r["text"] + "\n[interrupted]"
-    assert final["text/html"] == markdown_html(r["text"]) + note_html("interrupted")
+    answer, footer = final["text/html"].split('<div class="llm-nb-footer"')
+    assert answer == markdown_html(r["text"]) + note_html("interrupted")
+    assert f"{r['n']} tokens" in footer
     assert stopped_in < 5, stopped_in
     # The HTTP connection was closed, so the server stopped generating.
     deadline = time.monotonic() + 3
@@ -168,7 +175,8 @@ def test_side_by_side_is_one_live_html_output(kernel: Kernel, model: str) -> Non
     html = final["data"]["text/html"]
     assert html.count("tok/s") == 2 and "display:flex" in html
     table = displays[1]["content"]["data"]
-    assert "ttft_s" in table["text/html"] and "output_tps" in table["text/html"]
+    assert "ttft (s)" in table["text/html"] and "tok/s" in table["text/html"]
+    assert "<table" in table["text/html"] and "ttft (s)" in table["text/plain"]
     rs = kernel.value(
         "[{'text': r.text, 'send': r.trace.t_send_ns, 'end': r.trace.t_end_ns} for r in rs]"
     )

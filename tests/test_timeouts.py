@@ -162,8 +162,8 @@ def test_a_connect_timeout_names_connect_timeout() -> None:
 
 
 def test_waiting_bundle_says_how_long_after_a_moment() -> None:
-    assert waiting_bundle(0.5) == {"text/plain": "…"}
-    assert waiting_bundle(5.2) == {"text/plain": "waiting for the server… 5 s"}
+    assert waiting_bundle(0.5) == {"text/plain": "waiting for the first token…"}
+    assert waiting_bundle(5.2) == {"text/plain": "waiting for the first token… 5 s"}
 
 
 class Recording:
@@ -187,8 +187,9 @@ def test_the_live_output_shows_the_wait_before_the_first_token() -> None:
         calls = [Call("slow", p.stream("m", "hi"))]
         assert run_calls(calls, RichView("text", display=display), 0.05) is False
         plains = [b.get("text/plain", "") for b in display.shown]
-        waits = [t for t in plains if t.startswith("waiting for the server…")]
-        assert "waiting for the server… 2 s" in waits and "waiting for the server… 3 s" in waits
+        waits = [t for t in plains if t.startswith("waiting for the first token…")]
+        assert "waiting for the first token… 2 s" in waits
+        assert "waiting for the first token… 3 s" in waits
         assert plains[-1] == FULL and calls[0].error is None
         llm_nb.sync(p).close()
         assert srv.wait_idle()

@@ -283,7 +283,8 @@ async def test_compare_panel_streams_every_column_then_stats_and_plot(
     panel = llm_nb.compare_panel(models, max_tokens=20, extra=LONG, throttle_s=0.1)
     assert isinstance(panel, ComparePanel)
     await panel.wait()  # the model listing, in the background
-    assert set(models) <= set(panel.models.options) and panel.models.value == tuple(models)
+    keys = {o[1] if isinstance(o, tuple) else o for o in panel.models.options}
+    assert set(models) <= keys and panel.models.value == tuple(models)
     panel.prompt.value = "Say hello."
     panel.run_button.click()
     assert not panel.stop_button.disabled
@@ -303,13 +304,16 @@ async def test_compare_panel_streams_every_column_then_stats_and_plot(
     assert panel.run_id is not None
     frame = llm_nb.stats(panel.run_id)
     assert sorted(frame["provider"]) == ["llamacpp", "openai"]
-    assert "ttft_s" in panel.table.value and "output_tps" in panel.table.value
+    assert "ttft (s)" in panel.table.value and "tok/s" in panel.table.value
+    # One row per column, in the columns' order, labelled as the columns are.
+    labels = re.findall(r"<tr><td[^>]*>([^<]*)</td>", panel.table.value)
+    assert labels == [escape(c.label) for c in panel.calls] == [escape(m) for m in models]
     (plot,) = panel.plot.children
     assert "llm-nb-compare-plot-image" in plot._dom_classes
     assert plot.value[:8] == b"\x89PNG\r\n\x1a\n"
     saved = panel.saved.bundle
     assert all(c.record.text.split()[0] in saved["text/plain"] for c in panel.calls)
-    assert "ttft_s" in saved["text/html"] and saved["text/html"].count("tok/s") == 2
+    assert "ttft (s)" in saved["text/html"] and saved["text/html"].count(" tok/s · ") == 2
     assert not panel.run_button.disabled and panel.stop_button.disabled
 
 
@@ -339,11 +343,35 @@ async def test_compare_stop_and_a_failing_model(
     assert panel._answers[0].text.endswith("[stopped]") and not panel.run_button.disabled
 
 
+async def test_a_model_given_twice_gets_its_own_numbered_column_row_and_bar(
+    kernel_loop: Any, model: str
+) -> None:
+    """As ``%%llm M M`` does: two columns, "M #1" and "M #2", and the table rows and plot
+    bars named the same way, in the same order."""
+    panel = llm_nb.compare_panel([model, model], max_tokens=4, throttle_s=0.1)
+    await panel.wait()
+    labels = [f"{model} #1", f"{model} #2"]
+    assert list(panel.models.label) == labels  # both selected, told apart
+    panel.run("Hi")
+    await panel.wait()
+    assert [c.label for c in panel.calls] == labels
+    assert [c.record.status for c in panel.calls] == ["ok", "ok"]
+    assert panel.calls[0].record.call_id != panel.calls[1].record.call_id
+    titles = [col.children[0].value for col in panel.columns.children]
+    assert titles == [f"<b>{escape(label)}</b>" for label in labels]
+    rows = re.findall(r"<tr><td[^>]*>([^<]*)</td>", panel.table.value)
+    assert rows == [escape(label) for label in labels]
+    from llm_nb._present._tables import run_frame
+
+    assert panel.run_id is not None
+    assert list(run_frame(panel.calls, panel.run_id)["label"]) == labels  # what the plot shows
+
+
 def test_compare_plot_is_skipped_without_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
     import pandas as pd
 
     frame = pd.DataFrame(
-        {"provider": ["llamacpp"], "model": ["m"], "host": ["h"], "ttft_s": [0.1],
+        {"label": ["llamacpp:m@h"], "ttft_s": [0.1],
          "output_tps": [50.0]}
     )  # fmt: skip
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
@@ -610,7 +638,10 @@ def test_in_a_kernel_stop_gets_through_and_the_answer_is_saved_as_a_normal_outpu
     # The widget, then the ordinary output that will hold the finished answers.
     assert "application/vnd.jupyter.widget-view+json" in displays[0]["content"]["data"]
     saved_id = displays[1]["content"]["transient"]["display_id"]
-    assert displays[1]["content"]["data"] == {"text/plain": ""}
+    empty = displays[1]["content"]["data"]
+    assert empty["text/plain"] == "" and re.fullmatch(
+        r'<div class="llm-nb-saved llm-nb-saved-[0-9a-f]{32}"></div>', empty["text/html"]
+    )
     # Panels that list models at once do it in the background: the cell does not wait.
     assert kernel.value("llm_nb.model_picker().worker.task is not None") is True
     ids = kernel.value(

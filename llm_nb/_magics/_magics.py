@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .._present._calls import Call
+    from .._present._tables import Table
     from .._stream import ChatStream
     from .._types import Message
 
@@ -37,10 +38,12 @@ _MANAGE = ("load", "unload", "pull", "delete")
 _MODELS_USAGE = (
     "%llm_models [refresh | load MODEL_ID | unload MODEL_ID | pull MODEL_ID | delete MODEL_ID]"
 )
-_STATS_USAGE = "%llm_stats [RUN_ID] [--summary]"
+_STATS_USAGE = "%llm_stats [RUN_ID] [--summary] [--all]"
 _STATS_HELP = f"""usage: {_STATS_USAGE}
 
-The figures of every call recorded in this session, one row per call, as a DataFrame.
+The figures of every call recorded in this session, one row per call: the key columns,
+units in the headers, three significant figures (the complete DataFrame is the shown
+table's .frame, or use --all).
 
 positional arguments:
   RUN_ID      only this run's calls: a `with llm_nb.new_run(...)` block, one %%llm cell
@@ -50,6 +53,7 @@ options:
   --summary   one row per model instead: n_ok, n_error, n_cancelled (calls stopped by
               the user, not errors), error_rate; mean, p50, p90, p95, p99 and max of
               ttft_s, tpot_s, e2e_s and output_tps; throughput; host and server facts
+  --all       the complete DataFrame, every column, numbers unrounded
   -h, --help  show this help
 
 The columns are defined in docs/METRICS.md. The same frames come from llm_nb.stats()
@@ -169,7 +173,7 @@ class LLMMagics(Magics):
 
     def _ask(self, args: CellArgs, cell: str, models: Sequence[str]) -> None:
         from .._options import ChatOptions
-        from .._present._calls import Call
+        from .._present._calls import Call, column_labels
         from .._present._display import has_rich_display, make_view
         from .._present._runner import run_calls
         from .._present._tables import show_run_table
@@ -192,7 +196,10 @@ class LLMMagics(Magics):
         opts = ChatOptions.from_kwargs(**options)
         build_messages(messages, opts.system)
         # Every model is resolved and every option checked before anything is sent.
-        calls = [Call(m, _open_stream(m, messages, options, args.stream)) for m in models]
+        calls = [
+            Call(label, _open_stream(m, messages, options, args.stream))
+            for label, m in zip(column_labels(models), models, strict=True)
+        ]
         view = make_view(shell, fmt)
         run_id = None
         if len(calls) > 1:
@@ -209,7 +216,7 @@ class LLMMagics(Magics):
         if args.chat and records[0].status == "ok":
             self._chats.add_turn(args.chat, prompt, records[0].text, records[0].call_id)
         if run_id is not None:
-            show_run_table(run_id, has_rich_display(shell))
+            show_run_table(calls, run_id, has_rich_display(shell))
         if interrupted:
             raise StreamInterrupted(f"interrupted after {sum(c.tokens for c in calls)} tokens")
         _raise_failures(calls)
@@ -263,26 +270,32 @@ class LLMMagics(Magics):
         return None
 
     @line_magic
-    def llm_stats(self, line: str) -> pd.DataFrame | None:
-        """%llm_stats [RUN_ID] [--summary]
+    def llm_stats(self, line: str) -> Table | pd.DataFrame | None:
+        """%llm_stats [RUN_ID] [--summary] [--all]
 
-        Every call recorded in this session, one row each (the docs/METRICS.md columns), or one
-        run's calls; ``--summary`` gives one row per model with means and percentiles.
-        ``%llm_stats --help`` says more.
+        Every call recorded in this session, one row each, or one run's calls, shown as a
+        readable table of the key columns (its ``.frame`` is the complete DataFrame);
+        ``--summary`` gives one row per model with means and percentiles; ``--all`` returns
+        the complete DataFrame itself. ``%llm_stats --help`` says more.
         """
         words = line.split()
         if "-h" in words or "--help" in words:
             print(_STATS_HELP)
             return None
         summary = "--summary" in words
-        rest = [w for w in words if w != "--summary"]
+        everything = "--all" in words
+        rest = [w for w in words if w not in ("--summary", "--all")]
         if len(rest) > 1 or any(w.startswith("-") for w in rest):
             raise UsageError(f"usage: {_STATS_USAGE}")
+        from .._present._tables import CALL_COLUMNS, SUMMARY_COLUMNS, Table
         from .._session import stats
         from .._session import summary as run_summary
 
         run_id = rest[0] if rest else None
-        return run_summary(run_id) if summary else stats(run_id)
+        frame = run_summary(run_id) if summary else stats(run_id)
+        if everything:
+            return frame
+        return Table(frame, SUMMARY_COLUMNS if summary else CALL_COLUMNS)
 
 
 LLMMagics.llm.__doc__ = usage()

@@ -58,3 +58,21 @@ def settle(calls: Sequence[Call]) -> None:
             call.interrupted = True
             record.status = "cancelled"
         call.done = True
+
+
+def column_labels(models: Sequence[str]) -> list[str]:
+    """The label of each model's column: its id, numbered (``id #1``, ``id #2``) where the
+    same id is asked more than once, so every column, footer, table row and plot bar can be
+    told apart."""
+    counts: dict[str, int] = {}
+    for model in models:
+        counts[model] = counts.get(model, 0) + 1
+    seen: dict[str, int] = {}
+    labels = []
+    for model in models:
+        if counts[model] == 1:
+            labels.append(model)
+            continue
+        seen[model] = seen.get(model, 0) + 1
+        labels.append(f"{model} #{seen[model]}")
+    return labels

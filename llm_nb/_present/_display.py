@@ -24,6 +24,7 @@ from ._render import (
     columns_bundle,
     columns_text,
     waiting_bundle,
+    with_footer,
 )
 from ._runner import View
 
@@ -54,9 +55,22 @@ def _note(call: Call) -> str | None:
     return None
 
 
+#: How a cell sets the token limit (named when the limit cut an answer).
+LIMIT = "-n"
+
+
+def _footer(call: Call, final: bool) -> str:
+    """One answer's footer: the live figures while it streams, then the final ones (none
+    when no token came: an error or a stop says so itself)."""
+    record = call.record
+    if not (final or call.done):
+        return live_figures(record)
+    return str(figures(record, LIMIT)) if record.trace.token_times_ns else ""
+
+
 def _column(call: Call, final: bool) -> Column:
     record = call.record
-    footer = str(figures(record)) if call.done or final else live_figures(record)
+    footer = str(figures(record, LIMIT)) if call.done or final else live_figures(record)
     note = _note(call)
     if note == "error":
         note = f"error: {strip_controls(str(call.error))}"
@@ -122,7 +136,8 @@ class RichView:
             return {"text/plain": ""} if final else waiting_bundle(call.waiting_s)
         # A JSON answer is only parsed once complete; until then it shows as text.
         fmt = "text" if self._fmt == "json" and not final else self._fmt
-        return answer_bundle(record.text, fmt, reasoning=record.reasoning, note=_note(call))
+        bundle = answer_bundle(record.text, fmt, reasoning=record.reasoning, note=_note(call))
+        return with_footer(bundle, _footer(call, final))
 
 
 class PlainView:

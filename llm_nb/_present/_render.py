@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._safe_html import answer_html, clean_html, code_html, escape, markdown_html, note_html
+from ._figures import waiting_text
 
 Bundle = dict[str, Any]
 
@@ -27,16 +28,9 @@ Bundle = dict[str, Any]
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)\n(.*?)(?:^ {0,3}\1[ \t]*$|\Z)", re.M | re.S)
 
 
-#: Seconds without a token before the waiting frame says how long it has been waiting.
-WAITING_NOTE_AFTER_S = 2.0
-
-
 def waiting_bundle(waited_s: float = 0.0) -> Bundle:
-    """What the output shows between sending and the first token: after a moment, how long
-    it has been waiting (loading a model or reading a long prompt can take minutes)."""
-    if waited_s < WAITING_NOTE_AFTER_S:
-        return {"text/plain": "…"}
-    return {"text/plain": f"waiting for the server… {waited_s:.0f} s"}
+    """What a cell's output shows between sending and the first token."""
+    return {"text/plain": waiting_text(waited_s)}
 
 
 def answer_bundle(text: str, fmt: str, *, reasoning: str = "", note: str | None = None) -> Bundle:
@@ -92,8 +86,10 @@ class Column:
     failed: bool = False
 
 
+# Columns of equal height (the row stretches them), each a column of its own whose footer
+# is pushed to the bottom, so footers line up whatever the answers' lengths.
 _BOX = (
-    "flex:1 1 0;min-width:12em;padding:0.4em 0.6em;"
+    "flex:1 1 0;min-width:12em;padding:0.4em 0.6em;display:flex;flex-direction:column;"
     "border:1px solid var(--jp-border-color2,#ddd);border-radius:4px"
 )
 _MUTED = "color:var(--jp-ui-font-color2,#777);font-size:0.85em"
@@ -108,13 +104,26 @@ def columns_bundle(columns: Sequence[Column], fmt: str) -> Bundle:
             color = "var(--jp-error-color1,#c00)" if col.failed else "inherit"
             note = f'<div style="color:{color};font-weight:bold">[{escape(col.note)}]</div>'
         cells.append(
-            f'<div style="{_BOX}">'
+            f'<div class="llm-nb-column" style="{_BOX}">'
             f'<div style="font-weight:bold;margin-bottom:0.3em">{escape(col.label)}</div>'
             f"{_column_body(col.text, fmt)}{note}"
-            f'<div style="{_MUTED};margin-top:0.4em">{escape(col.footer)}</div></div>'
+            f'<div style="{_MUTED};margin-top:auto;padding-top:0.4em">'
+            f"{escape(col.footer)}</div></div>"
         )
-    row = f'<div style="display:flex;gap:0.6em;align-items:flex-start">{"".join(cells)}</div>'
+    row = (
+        '<div class="llm-nb-columns" style="display:flex;gap:0.6em;align-items:stretch">'
+        f"{''.join(cells)}</div>"
+    )
     return {"text/html": row, "text/plain": columns_text(columns)}
+
+
+def with_footer(bundle: Bundle, footer: str) -> Bundle:
+    """``bundle`` with ``footer`` (an answer's figures) as a muted line under its HTML; a
+    bundle without HTML (``-f text``, ``-f json``) is left as it is."""
+    if not footer or "text/html" not in bundle:
+        return bundle
+    line = f'<div class="llm-nb-footer" style="{_MUTED};margin-top:0.4em">{escape(footer)}</div>'
+    return {**bundle, "text/html": bundle["text/html"] + line}
 
 
 def _column_body(text: str, fmt: str) -> str:

@@ -18,13 +18,16 @@ How they work (each module's docstring has the details):
 * **Saved answers** (``_saved``): widget state is not saved with a notebook, so each panel
   also leaves an ordinary output under itself, updated through its display id with the
   finished answers (sanitized HTML, as every answer is shown). That output is what a saved or
-  converted notebook shows.
+  converted notebook shows; while the live panel is drawn, a style rule it carries hides the
+  copy, so each answer appears once.
 * **Default model** (``_defaults``): selecting a model in the picker sets
   ``LLMMagics.default_model`` on the loaded extension, and in the shell's config so that a
   later ``%load_ext llm_nb`` picks it up; the panels use the same default.
 
 Stable CSS classes (for styling and browser tests); every panel's outer box has
-``llm-nb-panel`` and every one-line error ``llm-nb-error`` (hidden when there is none).
+``llm-nb-panel`` and every one-line error ``llm-nb-error`` (hidden when there is none). The
+saved copy under a panel is a ``llm-nb-saved`` block; the hidden ``llm-nb-saved-rule``
+inside the panel holds the style rule that hides that copy while the panel is drawn.
 
 Model picker ``llm-nb-picker``:
     ``-refresh`` (button) · ``-default`` (the line naming ``%%llm``'s default model) ·

@@ -26,7 +26,7 @@ from .._present._work import Post, Worker
 from .._safe_html import answer_html, escape
 from .._types import ChatResponse, Message
 from ._defaults import default_model, throttle_s
-from ._parts import AnswerView, ErrorLine, Panel, styled
+from ._parts import AnswerView, ErrorLine, Panel, fill_width, styled
 
 
 @dataclass(eq=False)
@@ -64,12 +64,17 @@ class ChatPanel(Panel):
         self.options = options
         self._throttle_s = throttle_s
         self.model = styled(
-            w.Text(value=model or "", description="model", placeholder=_placeholder()),
+            w.Text(
+                value=model or "",
+                description="model",
+                placeholder=_placeholder(),
+                layout=fill_width(),
+            ),
             "llm-nb-chat-model",
         )
         self.history = styled(w.VBox(), "llm-nb-chat-history")
         self.prompt = styled(
-            w.Textarea(placeholder="Ask something…", layout=w.Layout(width="100%")),
+            w.Textarea(placeholder="Ask something…", layout=fill_width()),
             "llm-nb-chat-prompt",
         )
         self.send_button = styled(
@@ -202,7 +207,7 @@ class ChatPanel(Panel):
         done = [p for p in parts if p is not None]
         rich = "".join(h for h, _ in done)
         plain = "\n\n".join(p for _, p in done)
-        self.saved.update({"text/html": rich, "text/plain": plain})
+        self.saved.update(rich, plain)
 
 
 def _placeholder() -> str:

@@ -20,20 +20,19 @@ import ipywidgets as w  # type: ignore[import-untyped]
 from .._api import provider
 from .._errors import LLMError
 from .._options import ChatOptions
-from .._present._calls import Call
+from .._present._calls import Call, column_labels
 from .._present._catalog import Catalog, catalog
 from .._present._display import RenderBudget
 from .._present._figures import figures, live_figures
 from .._present._render import Column, columns_bundle, columns_text
 from .._present._runner import Frames, pump
-from .._present._tables import STATS_COLUMNS
+from .._present._tables import RUN_COLUMNS, Table, run_frame
 from .._present._work import Post, Worker
-from .._session import stats
 from .._stats import new_run
 from .._stats._recorder import recording_enabled
 from .._terminal import strip_controls
 from ._defaults import throttle_s
-from ._parts import AnswerView, ErrorLine, Panel, styled
+from ._parts import AnswerView, ErrorLine, Panel, fill_width, fit_content, styled
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,19 +51,24 @@ class ComparePanel(Panel):
         ChatOptions.from_kwargs(**options)  # a bad option fails here, not on Run
         self.options = options
         self._throttle_s = throttle_s
-        given = list(dict.fromkeys(models or ()))
+        given = list(models or ())
+        #: The multi-select's entries as (label, key), and the model id of each key: a model
+        #: given twice is two entries ("id #1", "id #2"), so it gets two columns.
+        self._entries = _entries(given)
+        self._targets = {key: model for (_, key), model in zip(self._entries, given, strict=True)}
         self.models = styled(
             w.SelectMultiple(
-                options=given, value=tuple(given), rows=6, description="models",
-                layout=w.Layout(width="100%"),
+                options=self._entries, value=tuple(key for _, key in self._entries), rows=6,
+                description="models", layout=w.Layout(flex="1 1 auto", width="auto"),
             ),
             "llm-nb-compare-models",
         )  # fmt: skip
         self.refresh_button = styled(
-            w.Button(description="Refresh models", icon="refresh"), "llm-nb-compare-refresh"
+            w.Button(description="Refresh models", icon="refresh", layout=fit_content()),
+            "llm-nb-compare-refresh",
         )
         self.prompt = styled(
-            w.Textarea(placeholder="One prompt for every model…", layout=w.Layout(width="100%")),
+            w.Textarea(placeholder="One prompt for every model…", layout=fill_width()),
             "llm-nb-compare-prompt",
         )
         self.run_button = styled(
@@ -73,8 +77,11 @@ class ComparePanel(Panel):
         self.stop_button = styled(
             w.Button(description="Stop", icon="stop", disabled=True), "llm-nb-compare-stop"
         )
-        self.columns = styled(w.HBox(layout=w.Layout(width="100%")), "llm-nb-compare-columns")
-        self.table = styled(w.HTML(), "llm-nb-compare-stats")
+        self.columns = styled(w.HBox(layout=fill_width()), "llm-nb-compare-columns")
+        # JupyterLab's class for rendered HTML, so the table is styled as a DataFrame is.
+        self.table = styled(
+            w.HTML(layout=fill_width()), "llm-nb-compare-stats", "jp-RenderedHTMLCommon"
+        )
         self.plot = styled(w.VBox(), "llm-nb-compare-plot")
         self.error = ErrorLine("llm-nb-compare-error")
         self.refresh_button.on_click(lambda _: self.refresh())
@@ -127,8 +134,9 @@ class ComparePanel(Panel):
 
     def _show_models(self, found: Catalog) -> None:
         chosen = tuple(self.models.value)
-        ids = list(dict.fromkeys([*chosen, *self.models.options, *found.model_ids()]))
-        self.models.options = ids
+        keys = {key for _, key in self._entries}
+        self._entries += [(m, m) for m in dict.fromkeys(found.model_ids()) if m not in keys]
+        self.models.options = self._entries
         self.models.value = chosen
 
     # -- a run ----------------------------------------------------------------------------
@@ -138,7 +146,7 @@ class ComparePanel(Panel):
         if prompt is not None:
             self.prompt.value = prompt
         text = self.prompt.value.strip()
-        models = list(self.models.value)
+        models = [self._targets.get(key, key) for key in self.models.value]
         if self.worker.busy:
             self.error.show("a comparison is still running; Stop it first")
             return
@@ -147,9 +155,9 @@ class ComparePanel(Panel):
             return
         calls = []
         try:
-            for model in models:
+            for label, model in zip(column_labels(models), models, strict=True):
                 p, name = provider(model)
-                calls.append(Call(model, p.stream(name, text, **self.options)))
+                calls.append(Call(label, p.stream(name, text, **self.options)))
         except LLMError as exc:
             self.error.show(exc)
             return
@@ -188,6 +196,7 @@ class ComparePanel(Panel):
         for call in calls:
             title = styled(w.HTML(f"<b>{html.escape(call.label)}</b>"), "llm-nb-compare-title")
             answer = AnswerView("llm-nb-compare-answer")
+            answer.layout.flex = "1 1 auto"  # columns share one height; footers line up below
             answer.show(call.record, final=False)
             footer = styled(w.Label(""), "llm-nb-compare-figures")
             self._answers.append(answer)
@@ -224,12 +233,11 @@ class ComparePanel(Panel):
                 f"{len(failed)} of {len(self.calls)} models failed; "
                 f"{failed[0].label}: {' '.join(str(failed[0].error).split())}"
             )
-        frame = stats(self.run_id) if self.run_id else None
-        table_html = ""
+        frame = run_frame(self.calls, self.run_id) if self.run_id else None
+        table: Table | None = None
         if frame is not None and len(frame):
-            frame = frame[STATS_COLUMNS]
-            table_html = frame.to_html(index=False, border=0, float_format=_fmt, na_rep="—")
-            self.table.value = table_html
+            table = Table(frame, RUN_COLUMNS)
+            self.table.value = table.html()
             self.plot.children = (_plot_widget(frame),)
         elif not recording_enabled():
             self.table.value = "<i>no stats table: recording is off (LLM_NB_RECORD=0)</i>"
@@ -239,9 +247,9 @@ class ComparePanel(Panel):
         ]
         bundle = columns_bundle(columns, "markdown")
         plain = columns_text(columns)
-        if frame is not None and len(frame):
-            plain += "\n\n" + frame.to_string(index=False, float_format=_fmt)
-        self.saved.update({"text/html": bundle["text/html"] + table_html, "text/plain": plain})
+        if table is not None:
+            plain += "\n\n" + table.text()
+        self.saved.update(bundle["text/html"] + (table.html() if table else ""), plain)
 
     def _ended(self) -> None:
         self._frames.end()  # drawn already, unless stopped before the streams even started
@@ -250,6 +258,16 @@ class ComparePanel(Panel):
     def _running(self, on: bool) -> None:
         self.run_button.disabled = on
         self.stop_button.disabled = not on
+
+
+def _entries(models: Sequence[str]) -> list[tuple[str, str]]:
+    """(label, key) per given model; a repeated model's later entries get their label as key."""
+    seen: set[str] = set()
+    out = []
+    for label, model in zip(column_labels(models), models, strict=True):
+        out.append((label, label if model in seen else model))
+        seen.add(model)
+    return out
 
 
 def _note(call: Call) -> str | None:
@@ -264,10 +282,6 @@ def _footer(call: Call) -> str:
     return str(figures(call.record)) if call.record.trace.token_times_ns else ""
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.4g}"
-
-
 def _plot_widget(frame: pd.DataFrame) -> Any:
     png = plot_png(frame)
     if png is None:
@@ -280,7 +294,18 @@ def _plot_widget(frame: pd.DataFrame) -> Any:
 
 
 def plot_png(frame: pd.DataFrame) -> bytes | None:
-    """Bars of ttft_s and output_tps per model as PNG bytes; None without matplotlib.
+    """Bars of ttft_s and output_tps per answer, labelled as its column, as PNG bytes; None
+    without matplotlib."""
+    fig = plot_figure(frame)
+    if fig is None:
+        return None
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def plot_figure(frame: pd.DataFrame) -> Any:
+    """The figure of :func:`plot_png` (a ``matplotlib.figure.Figure``), or None.
 
     Uses matplotlib's object API (no pyplot), so it neither changes the user's backend nor
     leaves figures open.
@@ -289,9 +314,7 @@ def plot_png(frame: pd.DataFrame) -> bytes | None:
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    labels = [f"{p}:{m}" for p, m in zip(frame["provider"], frame["model"], strict=True)]
-    if len(set(labels)) < len(labels):
-        labels = [f"{label}@{h}" for label, h in zip(labels, frame["host"], strict=True)]
+    labels = [str(label) for label in frame["label"]]
     fig = Figure(figsize=(8, 0.5 + 0.35 * len(labels)), dpi=96, layout="constrained")
     ttft_ax, tps_ax = fig.subplots(1, 2, sharey=True)
     positions = list(range(len(labels)))
@@ -305,6 +328,4 @@ def plot_png(frame: pd.DataFrame) -> bytes | None:
         ax.tick_params(labelsize=8)
     ttft_ax.set_yticks(positions, labels)
     ttft_ax.invert_yaxis()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return fig

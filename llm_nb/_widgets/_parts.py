@@ -11,7 +11,7 @@ import ipywidgets as w  # type: ignore[import-untyped]
 from .._compat import widget_bundle
 from .._errors import LLMError
 from .._present._display import ipython_display
-from .._present._render import Bundle, answer_bundle, waiting_bundle
+from .._present._render import Bundle, answer_bundle
 from .._terminal import strip_controls
 from .._types import ChatResponse
 from ._saved import SavedOutput
@@ -22,6 +22,17 @@ def styled(widget: Any, *classes: str) -> Any:
     for name in classes:
         widget.add_class(name)
     return widget
+
+
+def fill_width() -> Any:
+    """A layout filling the panel's width, margins included (``width: 100%`` plus
+    ipywidgets' margin would stick out past the cell's edge)."""
+    return w.Layout(width="auto")
+
+
+def fit_content() -> Any:
+    """A layout as wide as its content (ipywidgets' default button width cuts longer text)."""
+    return w.Layout(width="auto", flex="0 0 auto")
 
 
 def one_line(exc: BaseException) -> str:
@@ -71,6 +82,7 @@ class AnswerView(w.HTMLMath):  # type: ignore[misc]
     def __init__(self, *classes: str) -> None:
         super().__init__()
         styled(self, *self.RENDERED_CLASSES, *classes)
+        self.layout.width = "auto"  # the panel's width, margins included
         #: The answer as plain text, as last shown (for tests and the saved transcript).
         self.text = ""
 
@@ -80,7 +92,7 @@ class AnswerView(w.HTMLMath):  # type: ignore[misc]
         if record.text or record.reasoning or final:
             bundle = answer_bundle(record.text, "markdown", reasoning=record.reasoning, note=note)
         else:
-            bundle = waiting_bundle()
+            bundle = {"text/plain": "…"}  # the footer under it says what it waits for
         self.text = str(bundle["text/plain"])
         shown = bundle.get("text/html")
         self.value = shown if shown is not None else f"<span>{html.escape(self.text)}</span>"
@@ -90,9 +102,15 @@ class Panel(w.VBox):  # type: ignore[misc]
     """A VBox that, when displayed, also leaves a saved output under itself (see _saved)."""
 
     def __init__(self, children: list[Any], *classes: str) -> None:
-        super().__init__(children)
-        styled(self, "llm-nb-panel", *classes)
         self.saved = SavedOutput()
+        # The rule that hides the saved copy while this panel is drawn (see _saved): a
+        # <style> in an HTML view applies to the page even though the view itself is hidden.
+        self.saved_rule = styled(
+            w.HTML(f"<style>{self.saved.hiding_rule()}</style>"), "llm-nb-saved-rule"
+        )
+        self.saved_rule.layout.display = "none"
+        super().__init__([*children, self.saved_rule])
+        styled(self, "llm-nb-panel", *classes)
 
     def _ipython_display_(self) -> None:
         ipython_display()(widget_bundle(self), raw=True)

@@ -27,7 +27,7 @@ from .._present._work import Post, Worker
 from .._types import ModelInfo, PullProgress
 from ..providers.base import Provider
 from ._defaults import default_model, set_default_model
-from ._parts import ErrorLine, Panel, styled
+from ._parts import ErrorLine, Panel, fill_width, styled
 
 #: Seconds between status polls while a model loads or unloads.
 POLL_S = 0.2
@@ -46,7 +46,10 @@ class ModelPicker(Panel):
         self.load_button = styled(w.Button(description="Load"), "llm-nb-picker-load")
         self.unload_button = styled(w.Button(description="Unload"), "llm-nb-picker-unload")
         self.pull_name = styled(
-            w.Text(placeholder="model to pull (default: the selected one)"),
+            w.Text(
+                placeholder="model to pull (default: the selected one)",
+                layout=w.Layout(width="auto", flex="1 1 auto"),
+            ),
             "llm-nb-picker-pull-name",
         )
         self.pull_button = styled(w.Button(description="Pull"), "llm-nb-picker-pull")
@@ -191,7 +194,7 @@ class ModelPicker(Panel):
             body = styled(
                 w.Select(
                     options=options, value=chosen, rows=max(2, min(8, len(options))),
-                    layout=w.Layout(width="100%"),
+                    layout=fill_width(),
                 ),
                 "llm-nb-picker-models",
             )  # fmt: skip

@@ -90,6 +90,24 @@ def require_browser() -> None:
         pytest.fail(f"{exc.name} is missing; {hint}", pytrace=False)
 
 
+def kernel_env(local_url: str | None, **more: str | None) -> dict[str, str | None]:
+    """The environment a browser test's server (and so its kernels) runs with: this
+    checkout's llm_nb importable, ``local`` at ``local_url``, no provider configured from the
+    caller's environment (a None value removes a variable), then ``more``."""
+    repo = str(Path(__file__).resolve().parents[2])
+    env: dict[str, str | None] = {
+        # The kernel imports the llm_nb under test (this checkout), installed or not.
+        "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
+        "LLM_NB_LOCAL_URL": local_url,
+        "LLAMA_CPP_URL": None,
+        "LLAMA_SERVER_URL": None,
+        "OPENAI_API_KEY": None,
+        "OPENAI_BASE_URL": None,
+        "OLLAMA_HOST": None,
+    }
+    return env | more
+
+
 def launch(playwright: Playwright, profile: Path) -> BrowserContext:
     return playwright.chromium.launch_persistent_context(
         str(profile),
@@ -264,3 +282,28 @@ class Browser:
 
     def close(self) -> None:
         self.lab.stop()
+
+
+@contextmanager
+def notebook_in_chromium(
+    browser: Browser, notebook: Path, shots: Path, prefix: str, expected: tuple[str, ...] = ()
+) -> Iterator[Notebook]:
+    """``notebook`` open in JupyterLab in a new Chromium, its kernel idle; on the way out the
+    console log is saved, and on a failure the screenshot, page and server log too. At the
+    end, any error the page logged (a widget view that failed to render, say) fails the test,
+    except those containing one of ``expected``.
+    """
+    require_browser()
+    with browser.tab() as page:
+        nb = Notebook(page, browser.root / notebook.name, shots, prefix)
+        try:
+            nb.open(browser.lab.lab_url(notebook.name, workspace=prefix))
+            nb.shot("01-open")
+            yield nb
+            errors = [e for e in nb.console_errors() if not any(x in e for x in expected)]
+            assert not errors, f"errors in the browser console: {errors}"
+        except BaseException:
+            nb.save_failure(browser.lab.log_tail(400))
+            raise
+        finally:
+            nb.save_logs()

@@ -1,0 +1,210 @@
+"""The panels and tables as a user sees them: JupyterLab in headless Chromium.
+
+Same set-up as tests/test_browser.py (a throwaway JupyterLab on 127.0.0.1, this checkout's
+llm_nb in its kernel, the session's llama-server). A notebook made here displays the chat
+panel, the compare panel (one model twice), a single-model ``%%llm``, ``%llm_stats`` and the
+model picker; the test works them with the mouse and checks what is on the page: each answer
+shown once, nothing wider than the cell, numbered columns for a repeated model, units in the
+table headers, and, after saving and reopening without the kernel, the saved copies shown
+(rendered) in the panels' place.
+
+Screenshots go to test-artifacts/browser/ with the prefix ``panels-``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm_nb._embedded.process.server import LlamaServer
+from tests.browser.page import Browser, Notebook, kernel_env, notebook_in_chromium
+
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = REPO / "test-artifacts" / "browser"
+NOTEBOOK = "panels.ipynb"
+LLM_CELL_S = 180
+
+
+def _code(source: str) -> dict[str, Any]:
+    return {
+        "cell_type": "code",
+        "execution_count": None,
+        "metadata": {},
+        "outputs": [],
+        "source": source.splitlines(keepends=True),
+    }
+
+
+def _notebook(model: str) -> dict[str, Any]:
+    cells = [
+        f'%load_ext llm_nb\nimport json\n\nimport llm_nb\n\nMODEL = "{model}"',
+        "chat = llm_nb.chat_panel(MODEL, max_tokens=24, temperature=0)\nchat",
+        "compare = llm_nb.compare_panel([MODEL, MODEL], max_tokens=24, temperature=0)\ncompare",
+        f"%%llm {model} -t 0 -n 16\nName three colours.",
+        "%llm_stats",
+        "picker = llm_nb.model_picker()\npicker",
+    ]
+    return {
+        "cells": [_code(c) for c in cells],
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+@pytest.fixture(scope="module")
+def browser(
+    llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Browser]:
+    home = tmp_path_factory.mktemp("browser-panels")
+    root = home / "root"
+    root.mkdir()
+    host = llama_server.url.split("://", 1)[1]
+    (root / NOTEBOOK).write_text(json.dumps(_notebook(f"llamacpp:smollm2@{host}"), indent=1))
+    env = kernel_env(llama_server.url)
+    session = Browser(root, home, env)
+    yield session
+    session.close()
+
+
+#: Every element under a cell's outputs, measured against the output area: how far any
+#: sticks out past its right edge (0 when everything fits), and what sticks out. Only
+#: llm_nb's own scroll box (``llm-nb-scroll``, around a wide table) may clip what it holds;
+#: JupyterLab's output areas scroll too, but content needing that scroll does not fit.
+_OVERFLOW_JS = """cell => {
+    const area = cell.querySelector('.jp-OutputArea');
+    const right = area.getBoundingClientRect().right;
+    let worst = 0, what = '';
+    for (const el of area.querySelectorAll('*')) {
+        const r = el.getBoundingClientRect();
+        if (r.width === 0 || r.height === 0) continue;
+        const box = el.parentElement && el.parentElement.closest('.llm-nb-scroll');
+        const edge = box ? Math.min(r.right, box.getBoundingClientRect().right) : r.right;
+        if (edge - right > worst) { worst = edge - right; what = el.className; }
+    }
+    return {overflow: worst, what: String(what)};
+}"""
+
+
+def _fits(nb: Notebook, index: int) -> None:
+    measured = nb.cell(index).evaluate(_OVERFLOW_JS)
+    assert measured["overflow"] <= 1, f"cell {index}: wider than the cell: {measured}"
+
+
+def _times_shown(nb: Notebook, index: int, text: str) -> int:
+    """How often ``text`` appears in what the cell's outputs show (hidden parts excluded)."""
+    shown: str = nb.cell(index).locator(".jp-OutputArea").inner_text()
+    return " ".join(shown.split()).count(" ".join(text.split()))
+
+
+def _first_words(text: str, n: int = 6) -> str:
+    return " ".join(text.split()[:n])
+
+
+def test_each_answer_shows_once_fits_the_cell_and_is_saved(
+    browser: Browser, llama_server: LlamaServer
+) -> None:
+    from playwright.sync_api import expect
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    ms = LLM_CELL_S * 1000
+    notebook = browser.root / NOTEBOOK
+    # Reopened without the kernel that made them, the panels' widget models are gone.
+    with notebook_in_chromium(browser, notebook, SHOTS, "panels", ("model not found",)) as nb:
+        page = nb.page
+        nb.run_done(0)
+
+        # -- the chat panel: the answer once, the saved copy hidden under it -----------
+        nb.run_done(1)
+        chat = nb.cell(1).locator(".llm-nb-chat")
+        chat.locator(".llm-nb-chat-prompt textarea").fill("Say hi in **bold**.")
+        chat.locator("button.llm-nb-chat-send").click()
+        expect(chat.locator(".llm-nb-chat-figures").last).to_contain_text("tok/s", timeout=ms)
+        answer = chat.locator(".llm-nb-chat-answer").last.inner_text()
+        assert answer.strip()
+        saved = nb.cell(1).locator(".llm-nb-saved")
+        expect(saved).to_have_count(1)
+        expect(saved).to_be_hidden()
+        assert saved.inner_html().count("<p") >= 1  # it does hold the finished turn
+        assert _times_shown(nb, 1, _first_words(answer)) == 1
+        _fits(nb, 1)
+        nb.shot("01-chat", nb.cell(1))
+
+        # -- the compare panel, one model twice -------------------------------------------
+        nb.run_done(2)
+        compare = nb.cell(2).locator(".llm-nb-compare")
+        compare.locator(".llm-nb-compare-prompt textarea").fill("Name a fruit.")
+        compare.locator("button.llm-nb-compare-run").click()
+        expect(compare.locator(".llm-nb-compare-plot-image")).to_be_visible(timeout=ms)
+        titles = compare.locator(".llm-nb-compare-title").all_inner_texts()
+        model = f"llamacpp:smollm2@{llama_server.url.split('://', 1)[1]}"
+        assert titles == [f"{model} #1", f"{model} #2"], titles
+        table = compare.locator(".llm-nb-compare-stats table")
+        headers = table.locator("th").all_inner_texts()
+        assert headers[:1] == ["model"] and "ttft (s)" in headers, headers
+        rows = [r.split("\t")[0] for r in table.locator("tbody tr").all_inner_texts()]
+        assert rows == titles, rows
+        for col in compare.locator(".llm-nb-compare-answer").all():
+            text = col.inner_text()
+            assert text.strip() and _times_shown(nb, 2, _first_words(text)) >= 1
+        # The two columns answer alike (greedy): each answer twice, never four times.
+        first = _first_words(compare.locator(".llm-nb-compare-answer").first.inner_text())
+        assert _times_shown(nb, 2, first) <= 2
+        expect(nb.cell(2).locator(".llm-nb-saved")).to_be_hidden()
+        refresh = compare.locator("button.llm-nb-compare-refresh")
+        assert refresh.evaluate("b => b.scrollWidth <= b.clientWidth"), "truncated button"
+        _fits(nb, 2)
+        nb.shot("02-compare", nb.cell(2))
+
+        # -- %%llm with one model, and %llm_stats --------------------------------------
+        nb.run_done(3, ms)
+        nb.shot("03-llm", nb.cell(3))
+        nb.run_done(4)
+        stats = nb.outputs(4).last.locator("table")
+        expect(stats).to_be_visible()
+        headers = stats.locator("th").all_inner_texts()
+        assert "ttft (s)" in headers and "output tok" in headers, headers
+        assert len(headers) <= 12 and not nb.outputs(4).last.locator("tbody th").count()
+        assert "NaN" not in stats.inner_text() and "nan" not in stats.inner_text()
+        _fits(nb, 4)
+        nb.shot("04-stats", nb.cell(4))
+
+        # -- the model picker fits too -----------------------------------------------------
+        nb.run_done(5)
+        picker = nb.cell(5).locator(".llm-nb-picker")
+        expect(picker.locator(".llm-nb-picker-models select").first).to_be_visible(timeout=30_000)
+        _fits(nb, 5)
+        nb.shot("05-picker", nb.cell(5))
+
+        # -- saved, then reopened without the panels' kernel ------------------------------
+        page.keyboard.press("Control+s")
+        expect(page.locator(".jp-mod-dirty")).to_have_count(0, timeout=15_000)
+        saved_file = json.loads((browser.root / NOTEBOOK).read_text())
+        nb.cells = saved_file["cells"]  # running the last cell added an empty one
+        copies = [
+            "".join(out["data"]["text/html"])
+            for out in nb.cells[1]["outputs"]
+            if "llm-nb-saved" in "".join(out.get("data", {}).get("text/html", ""))
+        ]
+        assert len(copies) == 1 and _first_words(answer).split()[0] in copies[0]
+        nb.menu("Kernel", "Shut Down Kernel")
+        page.reload()
+        nb.open(browser.lab.lab_url(NOTEBOOK, workspace="panels"))
+        for index, text in ((1, answer), (2, first)):
+            copy = nb.cell(index).locator(".llm-nb-saved")
+            expect(copy).to_be_visible(timeout=30_000)
+            # Rendered: the answer is in a Markdown paragraph, not raw text.
+            start = " ".join(text.split()[:3])
+            expect(copy.locator("p", has_text=start).first).to_be_visible()
+        assert _times_shown(nb, 1, _first_words(answer)) == 1
+        assert 1 <= _times_shown(nb, 2, first) <= 2
+        nb.shot("06-reopened-chat", nb.cell(1))
+        nb.shot("07-reopened-compare", nb.cell(2))
