@@ -122,6 +122,9 @@ def test_no_import_loops() -> None:
     assert loops == []
 
 
+#: The magics and the panels: neither imports the other; both stand on llm_nb._present.
+PRESENTATION = ("llm_nb._magics", "llm_nb._widgets")
+
 #: Each layer and what it must not import (the layers above it), bottom up.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("llm_nb._record", ("llm_nb._errors", "llm_nb._types", "llm_nb._validate")),
@@ -132,8 +135,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("llm_nb.providers", ("llm_nb._session", "llm_nb._registry", "llm_nb._stats", "llm_nb._api")),
     ("llm_nb._registry", ("llm_nb._session", "llm_nb._stats", "llm_nb._api")),
     ("llm_nb._stats", ("llm_nb._session", "llm_nb._registry", "llm_nb.providers")),
-    ("llm_nb._session", ("llm_nb._api", "llm_nb._eval", "llm_nb._magics", "llm_nb._widgets")),
-    ("llm_nb._api", ("llm_nb._eval", "llm_nb._magics", "llm_nb._widgets")),
+    ("llm_nb._session", ("llm_nb._api", "llm_nb._eval", "llm_nb._present", *PRESENTATION)),
+    ("llm_nb._api", ("llm_nb._eval", "llm_nb._present", *PRESENTATION)),
+    ("llm_nb._eval", ("llm_nb._present", *PRESENTATION)),
+    # The shared presentation layer, then the two that stand on it side by side.
+    ("llm_nb._present", PRESENTATION),
+    ("llm_nb._magics", ("llm_nb._widgets",)),
+    ("llm_nb._widgets", ("llm_nb._magics",)),
 ]
 
 
@@ -150,3 +158,11 @@ def test_no_layer_imports_one_above_it(layer: str, above: tuple[str, ...]) -> No
         if any(within(target, up) for up in above)
     )
     assert upward == []
+
+
+@pytest.mark.parametrize("package", PRESENTATION)
+def test_the_magics_and_the_panels_share_the_presentation_layer(package: str) -> None:
+    """Both do import llm_nb._present (the check above would also pass if the shared code
+    had simply been copied into each)."""
+    targets = {t for name, ts in GRAPH.items() if name.startswith(package) for t in ts}
+    assert any(t.startswith("llm_nb._present.") for t in targets), package

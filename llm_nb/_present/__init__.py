@@ -13,5 +13,5 @@
 * ``_catalog``: every known server's models, by server.
 
 Imports point down: this package imports neither ``_magics`` nor ``_widgets``, and neither
-of those imports the other (``tests/test_present_layers.py`` checks it).
+of those imports the other (``tests/test_layers.py`` checks it).
 """
