@@ -247,7 +247,7 @@ def _columns(value: Any) -> list[str] | None:
     if unknown:
         raise InvalidOptionError(
             f"columns: {unknown[0]!r} is not a column of the call log; the columns are "
-            "the METRICS.md per-call columns plus 'text' and 'reasoning'"
+            "the docs/METRICS.md per-call columns plus 'text' and 'reasoning'"
         )
     return list(value)
 
