@@ -49,6 +49,7 @@ def _notebook(model: str) -> dict[str, Any]:
         f"%%llm {model} -t 0 -n 16\nName three colours.",
         "%llm_stats",
         "picker = llm_nb.model_picker()\npicker",
+        "long = llm_nb.chat_panel(MODEL, max_tokens=3000, extra={'ignore_eos': True})\nlong",
     ]
     return {
         "cells": [_code(c) for c in cells],
@@ -125,9 +126,13 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         # -- the chat panel: the answer once, the saved copy hidden under it -----------
         nb.run_done(1)
         chat = nb.cell(1).locator(".llm-nb-chat")
-        chat.locator(".llm-nb-chat-prompt textarea").fill("Say hi in **bold**.")
-        chat.locator("button.llm-nb-chat-send").click()
+        box = chat.locator(".llm-nb-chat-prompt textarea")
+        box.fill("Say hi in **bold**.")
+        box.press("Shift+Enter")  # sends: no newline added, and the notebook ignores it
         expect(chat.locator(".llm-nb-chat-figures").last).to_contain_text("tok/s", timeout=ms)
+        expect(chat.locator(".llm-nb-chat-turn")).to_have_count(1)
+        expect(box).to_have_value("")
+        expect(box).to_be_focused()
         answer = chat.locator(".llm-nb-chat-answer").last.inner_text()
         assert answer.strip()
         saved = nb.cell(1).locator(".llm-nb-saved")
@@ -141,8 +146,9 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         # -- the compare panel, one model twice -------------------------------------------
         nb.run_done(2)
         compare = nb.cell(2).locator(".llm-nb-compare")
-        compare.locator(".llm-nb-compare-prompt textarea").fill("Name a fruit.")
-        compare.locator("button.llm-nb-compare-run").click()
+        box = compare.locator(".llm-nb-compare-prompt textarea")
+        box.fill("Name a fruit.")
+        box.press("Shift+Enter")  # runs
         expect(compare.locator(".llm-nb-compare-plot-image")).to_be_visible(timeout=ms)
         titles = compare.locator(".llm-nb-compare-title").all_inner_texts()
         model = f"llamacpp:smollm2@{llama_server.url.split('://', 1)[1]}"
@@ -183,6 +189,21 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         expect(picker.locator(".llm-nb-picker-models select").first).to_be_visible(timeout=30_000)
         _fits(nb, 5)
         nb.shot("05-picker", nb.cell(5))
+
+        # -- the keyboard: Send clicked, the focus comes back to the prompt; Escape stops ------
+        nb.run_done(6)
+        long = nb.cell(6).locator(".llm-nb-chat")
+        box = long.locator(".llm-nb-chat-prompt textarea")
+        box.fill("Write a very long story about a dragon.")
+        long.locator("button.llm-nb-chat-send").click()
+        expect(box).to_be_focused(timeout=15_000)
+        expect(long.locator(".llm-nb-chat-figures").last).to_contain_text("tokens", timeout=ms)
+        box.press("Escape")
+        expect(long.locator(".llm-nb-chat-answer").last).to_contain_text("stopped", timeout=30_000)
+        expect(long.locator("button.llm-nb-chat-stop")).to_be_disabled()
+        expect(long.locator(".llm-nb-chat-turn")).to_have_count(1)
+        expect(box).to_be_focused()
+        nb.shot("08-keyboard-stopped", nb.cell(6))
 
         # -- saved, then reopened without the panels' kernel ------------------------------
         page.keyboard.press("Control+s")

@@ -1,5 +1,6 @@
 """The declared dependency ranges and the constraints CI tests them with stay in step:
-constraints/lowest.txt pins every runtime dependency to its declared minimum, and Colab's
+constraints/lowest.txt pins every runtime dependency (and the keyboard extra) to its declared
+minimum, and Colab's
 pins (constraints/colab.txt) are inside every declared range."""
 
 from __future__ import annotations
@@ -20,9 +21,25 @@ def pins(path: Path) -> dict[str, Version]:
     return {canonicalize_name(name): Version(version) for name, version in pairs}
 
 
+#: Optional extras whose minimums are tested like the runtime dependencies' (the test extra
+#: installs them, so CI's lowest job runs them at their minimum).
+TESTED_EXTRAS = ("keys",)
+
+
 def requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(spec) for spec in project["dependencies"]]
+    extras = project["optional-dependencies"]
+    specs = [*project["dependencies"], *(s for name in TESTED_EXTRAS for s in extras[name])]
+    return [Requirement(spec) for spec in specs]
+
+
+def test_tested_extras_are_installed_by_the_test_extra() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    test = {canonicalize_name(Requirement(s).name) for s in extras["test"]}
+    for name in TESTED_EXTRAS:
+        for spec in extras[name]:
+            assert canonicalize_name(Requirement(spec).name) in test, spec
 
 
 def test_lowest_constraints_are_the_declared_minimums() -> None:

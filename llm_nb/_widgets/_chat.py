@@ -27,6 +27,7 @@ from .._safe_html import answer_html, escape
 from .._types import ChatResponse, Message
 from ._defaults import default_model, throttle_s
 from ._parts import AnswerView, ErrorLine, Panel, fill_width, styled
+from ._prompt import focus, prompt_box
 
 
 @dataclass(eq=False)
@@ -74,7 +75,12 @@ class ChatPanel(Panel):
         )
         self.history = styled(w.VBox(), "llm-nb-chat-history")
         self.prompt = styled(
-            w.Textarea(placeholder="Ask something…", layout=fill_width()),
+            prompt_box(
+                "Ask something… (Shift+Enter sends, Escape stops)",
+                on_submit=self.send,
+                on_stop=self.stop,
+                layout=fill_width(),
+            ),
             "llm-nb-chat-prompt",
         )
         self.send_button = styled(
@@ -129,6 +135,7 @@ class ChatPanel(Panel):
         turn = self._add_turn(text, model, Call(model, stream))
         self._streaming(True)
         self.worker.start(lambda post: self._answer(turn, post), lambda: self._ended(turn))
+        focus(self.prompt)
 
     def stop(self) -> None:
         """Stop the answer streaming now; what arrived stays."""
@@ -189,6 +196,8 @@ class ChatPanel(Panel):
         turn.figures.value = str(figures(record)) if record.trace.token_times_ns else ""
         if turn.call.error is not None:
             self.error.show(turn.call.error)
+            if not self.prompt.value.strip():
+                self.prompt.value = turn.prompt  # what they typed is theirs: back to retry
         elif turn in self.turns and record.text:
             self.messages += [Message("user", turn.prompt), Message("assistant", record.text)]
         turn.saved = _transcript_entry(turn)

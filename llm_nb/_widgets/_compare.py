@@ -33,6 +33,7 @@ from .._stats._recorder import recording_enabled
 from .._terminal import strip_controls
 from ._defaults import throttle_s
 from ._parts import AnswerView, ErrorLine, Panel, fill_width, fit_content, styled
+from ._prompt import focus, prompt_box
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +69,12 @@ class ComparePanel(Panel):
             "llm-nb-compare-refresh",
         )
         self.prompt = styled(
-            w.Textarea(placeholder="One prompt for every model…", layout=fill_width()),
+            prompt_box(
+                "One prompt for every model… (Shift+Enter runs, Escape stops)",
+                on_submit=self.run,
+                on_stop=self.stop,
+                layout=fill_width(),
+            ),
             "llm-nb-compare-prompt",
         )
         self.run_button = styled(
@@ -170,6 +176,7 @@ class ComparePanel(Panel):
         self._running(True)
         self._frames = Frames(calls, self._draw)
         self.worker.start(self._run_all, self._ended)
+        focus(self.prompt)
 
     def stop(self) -> None:
         """Stop every answer still streaming; what arrived stays."""
