@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 #: Per-server limit for listing its models; discovery itself probes with 0.5 s.
 LIST_TIMEOUT_S = 5.0
 _PROVIDERS = ("llamacpp", "ollama", "openai")
+#: What the picker can ask a server to do with a model.
+ACTIONS = ("load", "unload", "pull", "delete")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Group:
     unreachable: bool = False
     #: What discovery said about the server ("llama-server (router)"), if it found it.
     detail: str = ""
+    #: The model actions (load, unload, pull, delete) this server cannot do, each with why.
+    refused: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -75,17 +79,53 @@ async def catalog(discover: bool) -> Catalog:
             _details[f"{found.provider.name}@{found.provider.host}"] = found.detail
     problems = _add_configured(reg)
     providers = sorted(reg.providers(), key=lambda p: (p.name, p.host))
-    listings = await asyncio.gather(*(_list(p) for p in providers))
+    listings, refusals = await asyncio.gather(
+        asyncio.gather(*(_list(p) for p in providers)),
+        asyncio.gather(*(refused_actions(p) for p in providers)),
+    )
     groups = []
-    for p, listing in zip(providers, listings, strict=True):
+    for p, listing, refused in zip(providers, listings, refusals, strict=True):
         detail = _details.get(f"{p.name}@{p.host}", "")
         if isinstance(listing, LLMError):
             unreachable = isinstance(listing, APIConnectionError)
             text = " ".join(listing.message.split())
             groups.append(Group(p, error=text, unreachable=unreachable, detail=detail))
         else:
-            groups.append(Group(p, sorted(listing, key=lambda m: m.name), detail=detail))
+            models = sorted(listing, key=lambda m: m.name)
+            groups.append(Group(p, models, detail=detail, refused=refused))
     return Catalog(groups, problems)
+
+
+async def refused_actions(p: Provider) -> dict[str, str]:
+    """The :data:`ACTIONS` ``p``'s server cannot do, each with a one-line reason.
+
+    The provider's ``capabilities`` say what its kind of server can do at all; a llama-server
+    additionally manages models only in router mode, which its ``/props`` tells. On a router,
+    Pull asks the router to load the model (downloading it first if it must), so Pull counts
+    as supported wherever Load is.
+    """
+    from ..providers.llamacpp import LlamaCppProvider
+
+    caps = p.capabilities
+    can = {
+        "load": "load" in caps,
+        "unload": "unload" in caps,
+        "pull": "pull" in caps or "load" in caps,
+        "delete": "delete" in caps,
+    }
+    refused = {a: f"{p.label} at {p.host} cannot {a} models" for a in ACTIONS if not can[a]}
+    if isinstance(p, LlamaCppProvider) and any(can[a] for a in ("load", "unload", "pull")):
+        try:
+            router = await asyncio.wait_for(p.is_router(), LIST_TIMEOUT_S)
+        except (LLMError, TimeoutError):
+            router = True  # unknown: offer the action and let its own error say why not
+        if not router:
+            why = (
+                f"llama-server at {p.host} runs a single model; start it in router mode "
+                "(--models-dir DIR, no -m) to load, unload or pull models"
+            )
+            refused.update({a: why for a in ("load", "unload", "pull")})
+    return refused
 
 
 def _add_configured(reg: Registry) -> list[str]:

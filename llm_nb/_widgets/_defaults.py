@@ -11,10 +11,16 @@ instance, which panels read first, so the two stay in agreement.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 #: The picker's last choice (the default when no IPython shell is running).
 _chosen: str | None = None
+#: Who wants to hear of a new default (see :func:`watch_default`), held weakly.
+_watchers: list[weakref.WeakMethod[Callable[[], None]]] = []
+#: Shells and magics instances already watched, so each is hooked once.
+_hooked: weakref.WeakSet[Any] = weakref.WeakSet()
 
 #: The model everything falls back to: llm_nb's bundled llama-server.
 FALLBACK = "local"
@@ -58,6 +64,49 @@ def set_default_model(model_id: str) -> None:
     config = getattr(shell, "config", None)
     if config is not None:
         config.LLMMagics.default_model = model_id
+    _notify()
+
+
+def watch_default(callback: Callable[[], None]) -> None:
+    """Call ``callback`` (a bound method: it is held weakly, so a panel that is gone is not
+    kept alive) whenever the default may have changed: a choice in a picker, an assignment
+    to ``LLMMagics.default_model`` (``%config`` included), and after each cell, which also
+    covers a ``%reload_ext`` that replaced the magics instance."""
+    _watchers.append(weakref.WeakMethod(callback))
+    _hook()
+
+
+def _hook() -> None:
+    """Observe the shell's cells and the current magics instance's trait, once each."""
+    shell = _shell()
+    if shell is None:
+        return
+    if shell not in _hooked:
+        shell.events.register("post_run_cell", _after_cell)
+        _hooked.add(shell)
+    magics = _magics(shell)
+    if magics is not None and magics not in _hooked:
+        magics.observe(_trait_changed, "default_model")
+        _hooked.add(magics)
+
+
+def _after_cell(result: Any) -> None:
+    _hook()
+    _notify()
+
+
+def _trait_changed(change: Any) -> None:
+    _notify()
+
+
+def _notify() -> None:
+    alive = []
+    for ref in _watchers:
+        callback = ref()
+        if callback is not None:
+            alive.append(ref)
+            callback()
+    _watchers[:] = alive
 
 
 def throttle_s(given: float | None) -> float:

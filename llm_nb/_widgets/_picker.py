@@ -5,7 +5,13 @@ Load, Unload and Delete act on the selected model; Pull downloads the model name
 box (or the selected one) onto the selected model's server. Ollama's pull stream feeds the
 progress bar (each layer's bytes, layer after layer); on a llama-server router, Pull and Load
 ask the router to load the model (it downloads it first if it must) and the panel polls the
-router's model status until it is loaded. Errors show on one line; the panel keeps working.
+router's model status until it is loaded. An action the selected model's server cannot do
+(Load, Unload or Pull on a single-model llama-server, any of them on an OpenAI-compatible
+server) is disabled, its tooltip saying why. A failed action says so on the progress line and
+its error shows on one line; the panel keeps working.
+
+The list marks the current default model with a star, and the "default for %%llm" line
+follows the setting, also when ``%config LLMMagics.default_model`` changes it.
 """
 
 from __future__ import annotations
@@ -22,17 +28,20 @@ import ipywidgets as w  # type: ignore[import-untyped]
 from .._api import provider
 from .._errors import InvalidOptionError, LLMError
 from .._modelid import PROVIDER_ALIASES
-from .._present._catalog import Catalog, Group, catalog, size_text
+from .._present._catalog import ACTIONS, Catalog, Group, catalog, size_text
 from .._present._work import Post, Worker
+from .._terminal import strip_controls
 from .._types import ModelInfo, PullProgress
 from ..providers.base import Provider
-from ._defaults import default_model, set_default_model
-from ._parts import ErrorLine, Panel, fill_width, styled
+from ._defaults import default_model, set_default_model, watch_default
+from ._parts import ErrorLine, Panel, fill_width, one_line, styled
 
 #: Seconds between status polls while a model loads or unloads.
 POLL_S = 0.2
 #: Least seconds between two redraws of the pull progress bar.
 PROGRESS_EVERY_S = 0.1
+#: The mark before the default model's entry in the list.
+DEFAULT_MARK = "★ "
 
 
 class ModelPicker(Panel):
@@ -68,6 +77,11 @@ class ModelPicker(Panel):
         self.unload_button.on_click(lambda _: self.act("unload"))
         self.pull_button.on_click(lambda _: self.act("pull"))
         self.delete_button.on_click(lambda _: self.act("delete"))
+        self.pull_name.observe(lambda _: self._enable(), "value")
+        self._buttons = {
+            "load": self.load_button, "unload": self.unload_button, "pull": self.pull_button,
+            "delete": self.delete_button,
+        }  # fmt: skip
         self._actions = [
             self.refresh_button, self.load_button, self.unload_button, self.pull_button,
             self.delete_button,
@@ -90,7 +104,9 @@ class ModelPicker(Panel):
         self._syncing = False
         self._confirm_delete: str | None = None
         self.worker = Worker(self.error.show)
+        self._shown_default = ""
         self._show_default()
+        watch_default(self._show_default)
         self.refresh(discover=True)
 
     def __repr__(self) -> str:
@@ -125,11 +141,34 @@ class ModelPicker(Panel):
         self._reset_delete()
         set_default_model(model_id)
         self._show_default()
+        self._enable()
 
     def _show_default(self) -> None:
+        """Show the current default in the label and mark its entry in the list."""
+        current = default_model()
+        if current == self._shown_default:
+            return
+        self._shown_default = current
         self.default_label.value = (
-            f"default for <code>%%llm</code>: <code>{html.escape(default_model())}</code>"
+            f"default for <code>%%llm</code>: <code>{html.escape(current)}</code>"
         )
+        self._syncing = True
+        try:
+            for group in self.catalog.groups:
+                select = self._selects.get(group.key)
+                if select is not None:
+                    # New options clear the selection; the same value is put back.
+                    chosen = select.value
+                    select.options = self._options(group)
+                    select.value = chosen
+        finally:
+            self._syncing = False
+
+    def _options(self, group: Group) -> list[tuple[str, str]]:
+        return [
+            ((DEFAULT_MARK if m.id == self._shown_default else "") + _option_label(m), m.id)
+            for m in group.models
+        ]
 
     # -- listing --------------------------------------------------------------------------
 
@@ -147,6 +186,7 @@ class ModelPicker(Panel):
         post(lambda: self._show(found))
 
     def _show(self, found: Catalog) -> None:
+        self._show_default()
         self.catalog = found
         boxes: list[Any] = []
         selects: dict[str, Any] = {}
@@ -162,6 +202,7 @@ class ModelPicker(Panel):
         self.groups.children = boxes
         if self._value is not None and found.find(self._value) is None:
             self._value = None
+        self._enable()
         if found.problems:
             self.error.show("; ".join(found.problems))
         elif not found.groups:
@@ -187,7 +228,7 @@ class ModelPicker(Panel):
                 "llm-nb-picker-group-error",
             )
         else:
-            options = [(_option_label(m), m.id) for m in group.models]
+            options = self._options(group)
             chosen = self._value if any(v == self._value for _, v in options) else None
             # At least two rows: browsers draw a one-row <select> as a closed drop-down, which
             # shows nothing until a model is chosen; a list box shows the models and status.
@@ -206,6 +247,10 @@ class ModelPicker(Panel):
 
     def act(self, action: str) -> None:
         """Run ``load``, ``unload``, ``pull`` or ``delete`` (see the module docstring)."""
+        refused = self._refused(action)
+        if refused:
+            self.error.show(refused)
+            return
         if action == "delete" and self._value is not None and self._confirm_delete is None:
             self._confirm_delete = self._value
             self.delete_button.description = "Really delete?"
@@ -227,7 +272,7 @@ class ModelPicker(Panel):
         if self._value is None:
             if typed:
                 for group in self.catalog.groups:
-                    if "pull" in group.provider.capabilities:
+                    if not group.error and "pull" not in group.refused:
                         return group.provider, typed
             raise InvalidOptionError(f"select a model first (or type a full model id to {action})")
         p, name = provider(self._value)
@@ -245,8 +290,11 @@ class ModelPicker(Panel):
                 await self._poll_while(post, p.unload(name), p, name)
             else:
                 await p.delete(name)
-        except BaseException:
-            post(lambda: setattr(self.bar, "bar_style", "danger"))
+        except BaseException as exc:
+            # One line of plain text: the Label widget shows it as text, never as markup.
+            # A server's message may carry terminal escape sequences: stripped.
+            failed = " ".join(strip_controls(f"{action} failed: {one_line(exc)}").split())
+            post(lambda: self._progress(failed, None, "danger"))
             raise
         done = {"load": "loaded", "unload": "unloaded", "pull": "pulled", "delete": "deleted"}
         post(lambda: self._progress(f"{done[action]} {where}", 1.0, "success"))
@@ -296,8 +344,33 @@ class ModelPicker(Panel):
         return True
 
     def _end(self) -> None:
-        for button in self._actions:
-            button.disabled = False
+        self.refresh_button.disabled = False
+        self._enable()
+
+    def _refused(self, action: str) -> str:
+        """Why ``action`` cannot run on the current selection, or "" if it can."""
+        if action == "pull" and self.pull_name.value.strip():
+            typed = self.pull_name.value.strip()
+            if typed.partition(":")[0].lower() in PROVIDER_ALIASES:
+                return ""  # a full id names its own server, which answers for itself
+            if self._value is None:
+                if any("pull" not in g.refused for g in self.catalog.groups if not g.error):
+                    return ""
+                return "no listed server can pull models"
+        if self._value is None:
+            return f"select a model first (to {action} it)"
+        found = self.catalog.find(self._value)
+        return "" if found is None else found[0].refused.get(action, "")
+
+    def _enable(self) -> None:
+        """Enable the actions the selection allows; a disabled one's tooltip says why."""
+        if self.worker.busy:
+            return
+        for action in ACTIONS:
+            why = self._refused(action)
+            button = self._buttons[action]
+            button.disabled = bool(why)
+            button.tooltip = why or None
 
     def _reset_delete(self) -> None:
         self._confirm_delete = None
