@@ -83,6 +83,13 @@ def test_single_model_server_disables_load_unload_pull_saying_why(served: str) -
     # Nothing selected: acting on "the selected model" is not offered.
     for button in (picker.load_button, picker.unload_button, picker.delete_button):
         assert button.disabled and button.tooltip.startswith("select a model first")
+    # Pull by name needs a server that pulls by name; a full id names its own server.
+    picker.pull_name.value = "tinyllama"
+    assert picker.pull_button.disabled and "pulls models by name" in picker.pull_button.tooltip
+    picker.pull_name.value = "ollama:tinyllama"
+    assert not picker.pull_button.disabled and picker.pull_button.tooltip is None
+    picker.pull_name.value = ""
+    assert picker.pull_button.disabled and "type the name" in picker.pull_button.tooltip
     picker.select(f"llamacpp:a@{served}")
     for button in (picker.load_button, picker.unload_button, picker.pull_button):
         assert button.disabled, button.description

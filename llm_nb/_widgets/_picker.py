@@ -272,7 +272,7 @@ class ModelPicker(Panel):
         if self._value is None:
             if typed:
                 for group in self.catalog.groups:
-                    if not group.error and "pull" not in group.refused:
+                    if "pull" in group.provider.capabilities:
                         return group.provider, typed
             raise InvalidOptionError(f"select a model first (or type a full model id to {action})")
         p, name = provider(self._value)
@@ -354,10 +354,13 @@ class ModelPicker(Panel):
             if typed.partition(":")[0].lower() in PROVIDER_ALIASES:
                 return ""  # a full id names its own server, which answers for itself
             if self._value is None:
-                if any("pull" not in g.refused for g in self.catalog.groups if not g.error):
+                # Pulled onto the first listed server that pulls (see _target).
+                if any("pull" in g.provider.capabilities for g in self.catalog.groups):
                     return ""
-                return "no listed server can pull models"
+                return "no listed server pulls models by name; select a model first"
         if self._value is None:
+            if action == "pull":
+                return "select a model, or type the name of one to pull"
             return f"select a model first (to {action} it)"
         found = self.catalog.find(self._value)
         return "" if found is None else found[0].refused.get(action, "")
