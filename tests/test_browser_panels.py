@@ -14,6 +14,7 @@ Screenshots go to test-artifacts/browser/ with the prefix ``panels-``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def _notebook(model: str) -> dict[str, Any]:
         "compare = llm_nb.compare_panel([MODEL, MODEL], max_tokens=24, temperature=0)\ncompare",
         f"%%llm {model} -t 0 -n 16\nName three colours.",
         "%llm_stats",
-        "picker = llm_nb.model_picker()\npicker",
+        "picker = llm_nb.model_picker()\nawait picker.wait()\npicker.select(MODEL)\npicker",
         "long = llm_nb.chat_panel(MODEL, max_tokens=3000, extra={'ignore_eos': True})\nlong",
     ]
     return {
@@ -188,6 +189,13 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         picker = nb.cell(5).locator(".llm-nb-picker")
         expect(picker.locator(".llm-nb-picker-models select").first).to_be_visible(timeout=30_000)
         _fits(nb, 5)
+        # The selection is the default, marked (the list shows spaces as no-break spaces);
+        # a single-model server's Unload is disabled, its tooltip (title) saying why.
+        chosen = picker.locator(".llm-nb-picker-models select option:checked")
+        expect(chosen).to_have_text(re.compile(r"^★\s+smollm2\s+—\s+loaded"))
+        unload = picker.locator("button.llm-nb-picker-unload")
+        expect(unload).to_be_disabled()
+        expect(unload).to_have_attribute("title", re.compile("runs a single model"))
         nb.shot("05-picker", nb.cell(5))
 
         # -- the keyboard: Send clicked, the focus comes back to the prompt; Escape stops ------
