@@ -153,7 +153,13 @@ class Session:
         return _frames.stats(self.recorder, run_id)
 
     def summary(self, run_id: str | None = None, *, model: str | None = None) -> pd.DataFrame:
-        """One row per model per run (see :func:`llm_nb.summary`)."""
+        """One row per model per run (see :func:`llm_nb.summary`), displayed as a table of
+        its key columns."""
+        from . import _tables
+
+        return _tables.shown(self._summary(run_id, model), _tables.SUMMARY_VIEW)
+
+    def _summary(self, run_id: str | None, model: str | None) -> pd.DataFrame:
         from ._stats import _frames
 
         rec = self.recorder
@@ -332,7 +338,8 @@ def summary(run_id: str | None = None, *, model: str | None = None) -> pd.DataFr
     error_rate, ttft/tpot/e2e/output_tps mean, p50, p90, p95, p99 and max, throughput;
     warm-up calls excluded. Without arguments, this session's calls; with ``run_id`` and/or
     ``model``, every recorded call of that run or model, this session's or not, read
-    filtered from the store."""
+    filtered from the store. The frame holds every column; it displays as a table of the
+    key ones (units in the headers), and ``pandas.DataFrame(frame)`` displays them all."""
     return default_session().summary(run_id, model=model)
 
 

@@ -254,12 +254,18 @@ async def test_frame_summary_and_scores(reg: Registry) -> None:
     assert result.resumed == 0 and "12 cells" in repr(result)
     html = result._repr_html_()
     assert f"<b>evaluation {result.run}</b>: 12 cells" in html
-    # The summary table: one row per model, with its cell count (n = 6).
+    # The summary table: one row per model, its scores, its cell count (n = 6); key columns
+    # only, with units, while .summary keeps them all.
+    heads = re.findall(r"<th\b[^>]*>(.*?)</th>", html)
+    scores = [f"score: {c[len('score_') :]}" for c in summ.columns if c.startswith("score_")]
+    assert heads[: len(scores) + 2] == ["model", *scores, "cells"], heads
+    assert "TTFT p50 (ms)" in heads and len(heads) < len(summ.columns)
     rows = html.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
     assert len(rows) == 2
     for row, model_id in zip(rows, (ma, mb), strict=True):
-        cells = re.findall(r"<td>(.*?)</td>", row)
-        assert cells[0] == model_id and cells[summ.columns.get_loc("n")] == "6", cells
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+        assert cells[0] == model_id and cells[len(scores) + 1] == "6", cells
+    assert f"of {len(summ.columns)} columns" in html
 
     again = result.rescore({"has_to": scorers.contains})
     assert list(again.summary.columns[:2]) == ["model_id", "score_has_to"]

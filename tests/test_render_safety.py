@@ -20,6 +20,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import llm_nb
 from llm_nb import __main__ as cli
+from llm_nb import _tables
 from llm_nb._eval._result import EvalResult
 from llm_nb._magics._args import FORMATS
 from llm_nb._magics._errors import MagicError
@@ -300,7 +301,17 @@ def test_models_table_and_stats_escape_model_names(server: str) -> None:
     stats = llm_nb.stats(run_id)
     assert len(stats) == 1
     assert MODEL_NAME in assert_frame_inert(stats._repr_html_()).shown
-    assert MODEL_NAME in assert_frame_inert(llm_nb.summary(run_id)._repr_html_()).shown
+    # The readable tables (%llm_stats, summary(), the side-by-side and compare tables):
+    # short and long (cut, with the whole name in a title attribute) names alike.
+    summary = llm_nb.summary(run_id)
+    assert MODEL_NAME in assert_inert(summary._repr_html_()).shown
+    assert MODEL_NAME in repr(summary)
+    for name in (MODEL_NAME, MODEL_NAME[:30]):
+        frame = stats.assign(model=name)
+        for view in (_tables.CALLS_VIEW, _tables.ALL_CALLS_VIEW):
+            assert name in assert_inert(view.table(frame).html).shown
+        answers = _tables.answers_table(frame, list(frame["call_id"]), [name])
+        assert answers is not None and name in assert_inert(answers.html).shown
 
 
 def test_evaluate_result_repr(server: str) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from .. import _tables
     from . import scorers as sc
 
 
@@ -57,11 +58,17 @@ class EvalResult:
         )
 
     def _repr_html_(self) -> str:
-        # escape=True: model ids come from servers, and the run name from the user.
-        table: str = self.summary.to_html(
-            index=False, escape=True, float_format=lambda v: f"{v:.4g}"
-        )
+        # The table escapes its cells (model ids come from servers); the run name is the user's.
+        table = self._table().html
         return f"<p><b>evaluation {html.escape(self.run)}</b>: {len(self.frame)} cells</p>{table}"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(f"{self!r}\n{self._table().text}" if len(self.summary) else repr(self))
+
+    def _table(self) -> _tables.Table:
+        from .. import _tables
+
+        return _tables.eval_table(self.summary)
 
     def rescore(self, scorers: ScorerSpec) -> EvalResult:
         """The same answers scored with other scorers; no call is made."""
