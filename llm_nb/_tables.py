@@ -56,15 +56,17 @@ def is_missing(value: Any) -> bool:
 
 
 def sig3(value: float) -> str:
-    """Three significant figures; a value of 100 or more as a whole number (1,234, never
-    1.23e+03); trailing zeros kept (1.50), so a column reads at one precision."""
+    """Three significant figures: from 100 up as a whole number with thousands separators
+    (6,390, never 6.39e+03); below, trailing zeros kept (1.50), so a column reads at one
+    precision."""
     value = float(value)
     if math.isinf(value):
         return "∞" if value > 0 else "-∞"
     if value == 0:
         return "0"
-    if abs(value) >= 99.95:
-        return f"{value:,.0f}"
+    magnitude = math.floor(math.log10(abs(value)))
+    if magnitude >= 2:
+        return f"{round(value, 2 - magnitude):,.0f}"
     return f"{value:#.3g}".rstrip(".")
 
 

@@ -74,7 +74,7 @@ def column_of(html: str, label: str) -> list[str]:
     ("value", "shown"),
     [
         (0.041234, "0.0412"), (1.5, "1.50"), (12.345, "12.3"), (99.96, "100"),
-        (1234.6, "1,235"), (0.0, "0"), (-0.5, "-0.500"), (0.000012345, "1.23e-05"),
+        (1234.6, "1,230"), (999.6, "1,000"), (6388.0, "6,390"), (0.0, "0"), (-0.5, "-0.500"), (0.000012345, "1.23e-05"),
         (math.inf, "∞"),
     ],
 )  # fmt: skip
@@ -127,7 +127,7 @@ def test_calls_table_layout() -> None:
     for unit in ("TTFT (ms)", "tokens/s", "E2E (s)", "cost (USD)", "output tokens"):
         assert unit in labels
     assert column_of(html, "model") == ["a", "b"]
-    assert column_of(html, "TTFT (ms)") == ["41.0", "1,500"]
+    assert column_of(html, "TTFT (ms)") == ["41.0", "1,500"]  # 1.5 s
     assert column_of(html, "output tokens") == ["21", "1"]
     assert column_of(html, "tokens/s") == ["105", "—"]  # one token: no decode time
     assert column_of(html, "cost (USD)") == ["—", "—"]  # local: not metered, not 0
