@@ -30,15 +30,17 @@ MISSING = "—"
 #: Rows a table shows; a longer frame shows its last calls (or first rows) and says so.
 MAX_ROWS = 60
 #: A text cell longer than this is cut with "…" in the text form (the HTML cuts by width).
-TEXT_WIDTH = 48
+TEXT_WIDTH = 64
 
-#: The default columns of each table (those the frame has), in order.
-CALLS = ("started_at", "provider", "model", "status", "finish_reason", "ttft_s", "output_tps",
-         "completion_tokens", "e2e_s", "cost_usd")  # fmt: skip
-ANSWERS = ("model", "status", "finish_reason", "ttft_s", "output_tps", "completion_tokens",
+#: The default columns of each table (those the frame has), in order. ``model_id`` is the
+#: model as a user writes it, ``provider:model@host`` (one column, unique per server);
+#: ``label`` is an answer's column title.
+CALLS = ("started_at", "model_id", "status", "finish_reason", "ttft_s", "output_tps",
+         "prompt_tokens", "completion_tokens", "e2e_s", "cost_usd")  # fmt: skip
+ANSWERS = ("label", "status", "finish_reason", "ttft_s", "output_tps", "completion_tokens",
            "e2e_s", "cost_usd")  # fmt: skip
-SUMMARY = ("run_id", "provider", "model", "n_ok", "n_error", "n_cancelled", "ttft_s_p50",
-           "ttft_s_p95", "output_tps_mean", "e2e_s_p50", "cost_usd")  # fmt: skip
+SUMMARY = ("run_id", "model_id", "n_ok", "n_error", "n_cancelled", "ttft_s_p50", "ttft_s_p95",
+           "output_tps_mean", "e2e_s_p50", "output_tokens", "cost_usd")  # fmt: skip
 EVAL = ("model_id", "n", "n_ok", "n_error", "ttft_s_p50", "output_tps_mean", "e2e_s_p50",
         "cost_usd")  # fmt: skip
 
@@ -116,6 +118,7 @@ class Column:
 _LABELS: dict[str, tuple[str, Callable[[Any], str], bool]] = {
     "started_at": ("started (UTC)", clock, True),
     "model_id": ("model", str, True),
+    "label": ("model", str, True),
     "finish_reason": ("finish", str, True),
     "finish_reason_raw": ("finish (raw)", str, True),
     "completion_tokens": ("output tokens", count, False),
@@ -166,7 +169,8 @@ def column(name: str) -> Column:
     if name.startswith("score_"):
         return Column(name, f"score: {name[len('score_') :]}", sig3)
     if _COUNTS.match(name):
-        return Column(name, name, count)
+        label = f"{name[: -len('_tokens')]} tokens" if name.endswith("_tokens") else name
+        return Column(name, label, count)
     for suffix, unit, fmt in _SUFFIXES:
         if name.endswith(suffix):
             return Column(name, f"{name[: -len(suffix)]} ({unit})", fmt)
@@ -196,9 +200,9 @@ _TEXT_CELL = "text-align:left;white-space:nowrap"
 _NUMBER_CELL = "text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums"
 #: A text cell longer than this many characters may be cut at :data:`_CUT`'s width with an
 #: ellipsis, its title holding the whole value (a hostile or generated id can be any length).
-_LONG = 40
+_LONG = 56
 _CUT = (
-    "display:inline-block;max-width:32em;overflow:hidden;text-overflow:ellipsis;"
+    "display:inline-block;max-width:40em;overflow:hidden;text-overflow:ellipsis;"
     "vertical-align:bottom"
 )
 _NOTE = "color:var(--jp-ui-font-color2, #616161);font-size:var(--jp-ui-font-size0, 0.85em);"
@@ -259,9 +263,9 @@ def _html(specs: list[Column], rows: list[tuple[str, ...]], footer: str) -> str:
         body.append(f"<tr>{''.join(tds)}</tr>")
     note = f'<div style="{_NOTE}">{escape(footer)}</div>' if footer else ""
     return (
-        '<div class="jp-RenderedHTMLCommon" style="overflow-x:auto;max-width:100%;'
-        'padding:0;margin:0">'
-        f'<table style="margin:0 0 0.25em 0"><thead><tr>{head}</tr></thead>'
+        '<div class="llm-nb-scroll jp-RenderedHTMLCommon" style="overflow-x:auto;'
+        'max-width:100%;padding:0;margin:0">'
+        f'<table class="llm-nb-table" style="margin:0 0 0.25em 0"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>{note}</div>"
     )
 
@@ -305,18 +309,39 @@ def _columns_note(shown: int, total: int, hint: str) -> str:
     return f"{shown} of {total} columns; all of them: {hint}" if shown < total else ""
 
 
-def answers_table(
+def with_model_id(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a ``model_id`` column, ``provider:model@host``, when it has the parts
+    (a copy: the frame the API returned is left as it is)."""
+    if "model_id" in frame or not {"provider", "model", "host"} <= set(frame.columns):
+        return frame
+    ids = [
+        f"{p}:{m}" + (f"@{h}" if isinstance(h, str) and h else "")
+        for p, m, h in zip(frame["provider"], frame["model"], frame["host"], strict=True)
+    ]
+    return frame.assign(model_id=ids)
+
+
+def answers_frame(
     frame: pd.DataFrame, call_ids: Sequence[str], labels: Sequence[str]
-) -> Table | None:
-    """The table under side-by-side answers: one row per answer, in the answers' order, its
-    ``model`` cell the answer's label. None when no answer was recorded (recording off)."""
+) -> pd.DataFrame | None:
+    """The rows of ``call_ids`` (one per answer) in the answers' order, each with its
+    answer's ``label``. None when none of them was recorded (recording is off)."""
     by_id = {cid: i for i, cid in enumerate(frame["call_id"].tolist())}
     order = [(by_id[cid], label) for cid, label in zip(call_ids, labels, strict=True)
              if cid in by_id]  # fmt: skip
     if not order:
         return None
     rows = frame.iloc[[i for i, _ in order]].reset_index(drop=True)
-    return render(rows.assign(model=[label for _, label in order]), ANSWERS)
+    return rows.assign(label=[label for _, label in order])
+
+
+def answers_table(
+    frame: pd.DataFrame, call_ids: Sequence[str], labels: Sequence[str]
+) -> Table | None:
+    """The table under side-by-side answers: one row per answer, in the answers' order, its
+    ``model`` cell the answer's label. None when no answer was recorded (recording off)."""
+    rows = answers_frame(frame, call_ids, labels)
+    return None if rows is None else render(rows, ANSWERS)
 
 
 def eval_table(summary: pd.DataFrame, note: str = "") -> Table:
@@ -338,9 +363,10 @@ class View:
     def table(self, frame: pd.DataFrame) -> Table:
         if self.columns is None:
             return render(frame, last=self.last)
-        names = key_columns(frame, self.columns)
+        shown = with_model_id(frame)
+        names = key_columns(shown, self.columns)
         note = _columns_note(len(names), len(frame.columns), self.hint)
-        return render(frame, names, note=note, last=self.last)
+        return render(shown, names, note=note, last=self.last)
 
 
 #: ``%llm_stats``: the calls; ``llm_nb.summary()`` and ``%llm_stats --summary``: per model.

@@ -75,7 +75,8 @@ def column_of(html: str, label: str) -> list[str]:
     [
         (0.041234, "0.0412"), (1.5, "1.50"), (12.345, "12.3"), (99.96, "100"),
         (1234.6, "1,230"), (999.6, "1,000"), (6388.0, "6,390"), (0.0, "0"), (-0.5, "-0.500"),
-        (0.000012345, "1.23e-05"), (math.inf, "∞"),
+        (0.000012345, "1.23e-05"), (math.inf, "∞"), (0.123456, "0.123"), (123.456, "123"),
+        (98765.4, "98,800"), (0.00123456, "0.00123"), (-15.04, "-15.0"),
     ],
 )  # fmt: skip
 def test_three_significant_figures(value: float, shown: str) -> None:
@@ -92,7 +93,9 @@ def test_missing_values(value: Any) -> None:
     [
         ("ttft_s", "TTFT (ms)"), ("tpot_s", "TPOT (ms)"), ("e2e_s", "E2E (s)"),
         ("output_tps", "tokens/s"), ("cost_usd", "cost (USD)"),
-        ("completion_tokens", "output tokens"), ("ttft_s_p95", "TTFT p95 (ms)"),
+        ("completion_tokens", "output tokens"), ("prompt_tokens", "prompt tokens"),
+        ("cached_tokens", "cached tokens"), ("n_chunks", "n_chunks"),
+        ("ttft_s_p95", "TTFT p95 (ms)"),
         ("e2e_s_mean", "E2E mean (s)"), ("output_tps_p50", "tokens/s p50"),
         ("srv_decode_ms", "srv_decode (ms)"), ("gpu_power_w", "gpu_power (W)"),
         ("rss_mb", "rss (MB)"), ("error_rate", "error rate (%)"),
@@ -123,10 +126,12 @@ def test_calls_table_layout() -> None:
     html = table.html
     labels = header(html)
     assert len(labels) <= 10 < len(df.columns)
-    assert labels[:3] == ["started (UTC)", "provider", "model"]  # no index column before them
+    assert labels[:3] == ["started (UTC)", "model", "status"]  # no index column before them
     for unit in ("TTFT (ms)", "tokens/s", "E2E (s)", "cost (USD)", "output tokens"):
         assert unit in labels
-    assert column_of(html, "model") == ["a", "b"]
+    # the model as a user writes it: one column, unique per server
+    assert column_of(html, "model") == ["llamacpp:a@127.0.0.1:8080", "llamacpp:b@127.0.0.1:8080"]
+    assert "model_id" not in df  # the frame itself is left as it was
     assert column_of(html, "TTFT (ms)") == ["41.0", "1,500"]  # 1.5 s
     assert column_of(html, "output tokens") == ["21", "1"]
     assert column_of(html, "tokens/s") == ["105", "—"]  # one token: no decode time
@@ -144,10 +149,10 @@ def test_calls_table_layout() -> None:
 def test_calls_text_form() -> None:
     text = _tables.CALLS_VIEW.table(calls(record("a"), record("b"))).text
     head, first, second, note = text.splitlines()
-    assert head.split()[:3] == ["started", "(UTC)", "provider"]
-    assert first.split()[:3] == ["13:04:05", "llamacpp", "a"]
-    assert first.split()[-5:] == ["41.0", "105", "21", "0.241", "—"]  # TTFT … tokens, cost
-    assert second.split()[2] == "b" and "--all" in note
+    assert head.split()[:4] == ["started", "(UTC)", "model", "status"]
+    assert first.split()[:3] == ["13:04:05", "llamacpp:a@127.0.0.1:8080", "ok"]
+    assert first.split()[-6:] == ["41.0", "105", "12", "21", "0.241", "—"]  # TTFT … cost
+    assert second.split()[1] == "llamacpp:b@127.0.0.1:8080" and "--all" in note
     # Numbers right-aligned under their headers: every line ends at the same column.
     assert len(head) == len(first) == len(second)
 
@@ -181,7 +186,8 @@ def test_long_frames_show_their_last_calls() -> None:
     df = calls(*[record(f"m{i}") for i in range(_tables.MAX_ROWS + 5)])
     table = _tables.CALLS_VIEW.table(df)
     models = column_of(table.html, "model")
-    assert len(models) == _tables.MAX_ROWS and models[-1] == f"m{_tables.MAX_ROWS + 4}"
+    assert len(models) == _tables.MAX_ROWS
+    assert models[-1] == f"llamacpp:m{_tables.MAX_ROWS + 4}@127.0.0.1:8080"
     assert f"the last {_tables.MAX_ROWS} of {_tables.MAX_ROWS + 5} rows" in table.text
 
 
@@ -212,7 +218,7 @@ def test_summary_table() -> None:
     html = shown._repr_html_()
     labels = header(html)
     assert "run_id" not in labels and len(labels) <= 10  # one run: no run column
-    assert labels[:5] == ["provider", "model", "ok", "errors", "stopped"]
+    assert labels[:4] == ["model", "ok", "errors", "stopped"]
     assert column_of(html, "ok") == ["2", "0"] and column_of(html, "stopped") == ["0", "1"]
     assert column_of(html, "TTFT p50 (ms)") == ["50.5", "—"]
     assert "--summary --all" in visible(html)
