@@ -275,3 +275,90 @@ def test_quickstart_notebook(browser: Browser, shots: Path) -> None:
             for row in nb.cell(i).evaluate(_COLUMNS_JS):
                 assert len(row) >= 2 and all(c["body"].strip() for c in row), (i, row)
             nb.shot(f"02-cell-{i:02d}", nb.cell(i))
+
+
+#: Facts about each readable table in a cell's outputs, as the browser laid it out.
+_TABLES_JS = """cell => {
+    const area = cell.querySelector('.jp-OutputArea');
+    return [...cell.querySelectorAll('.jp-OutputArea-output table')].map(table => {
+        const box = table.parentElement.getBoundingClientRect();
+        const cells = [...table.querySelectorAll('th, td')];
+        const line = parseFloat(getComputedStyle(table.querySelector('td')).lineHeight) || 20;
+        return {
+            headers: [...table.querySelectorAll('thead th')].map(th => th.innerText.trim()),
+            rows: [...table.querySelectorAll('tbody tr')].map(
+                tr => [...tr.children].map(td => td.innerText.trim())),
+            nowrap: cells.every(c => getComputedStyle(c).whiteSpace === 'nowrap'),
+            tallest: Math.max(...[...table.querySelectorAll('tbody td')].map(
+                td => td.getBoundingClientRect().height)),
+            line: line,
+            right: box.right,
+            areaRight: area.getBoundingClientRect().right,
+            stripes: [...table.querySelectorAll('tbody tr')].slice(0, 2).map(
+                tr => getComputedStyle(tr).backgroundColor),
+        };
+    });
+}"""
+
+
+#: Headers of columns that hold counts: whole numbers, never "41.0".
+_COUNT_HEADERS = {"output tokens", "prompt tokens", "ok", "errors", "stopped"}
+
+
+def test_stats_tables(browser: Browser, shots: Path, llama_host: str) -> None:
+    """The tables under side-by-side answers and of ``%llm_stats`` / ``--summary``, in a narrow
+    window: key columns with units, one line per row, the model column in the answers' order,
+    and nothing wider than the cell (a wide table scrolls inside its own box)."""
+    from playwright.sync_api import expect
+
+    both = f"%%llm openai:smollm2@{llama_host} llamacpp:smollm2@{llama_host} -t 0 -n 8"
+    sources = [
+        "%load_ext llm_nb\nimport llm_nb",
+        f"{both}\nName three colours.",
+        "%llm_stats",
+        "%llm_stats --summary",
+    ]
+    cells = [
+        {"cell_type": "code", "execution_count": None, "id": f"t{i}", "metadata": {},
+         "outputs": [], "source": source.splitlines(keepends=True)}
+        for i, source in enumerate(sources)
+    ]  # fmt: skip
+    notebook = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)",
+                                    "language": "python", "name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }  # fmt: skip
+    path = browser.root / "stats_tables.ipynb"
+    path.write_text(json.dumps(notebook, indent=1))
+    with notebook_in_chromium(browser, path, shots, "tables") as nb:
+        nb.page.set_viewport_size({"width": 900, "height": 900})
+        nb.run_done(0)
+        nb.run_done(1, LLM_CELL_S * 1000)
+        (columns,) = nb.cell(1).evaluate(_COLUMNS_JS)
+        (answers,) = nb.cell(1).evaluate(_TABLES_JS)
+        nb.shot("01-side-by-side", nb.cell(1).locator("table"))
+        labels = [c["label"] for c in columns]
+        assert [row[0] for row in answers["rows"]] == labels, (answers, labels)
+        nb.run_done(2)
+        expect(nb.outputs(2).last.locator("table")).to_be_visible()
+        (calls,) = nb.cell(2).evaluate(_TABLES_JS)
+        nb.shot("02-llm-stats", nb.cell(2))
+        nb.run_done(3)
+        (summary,) = nb.cell(3).evaluate(_TABLES_JS)
+        nb.shot("03-llm-stats-summary", nb.cell(3))
+        nb.page.set_viewport_size({"width": 1600, "height": 900})
+        nb.shot("04-wide", nb.cell(2))
+    for table in (answers, calls, summary):
+        assert len(table["headers"]) <= 11, table["headers"]
+        assert table["nowrap"] and table["tallest"] < 2 * table["line"], table
+        assert table["right"] <= table["areaRight"] + 1, table  # fits the cell
+        counts = [i for i, h in enumerate(table["headers"]) if h in _COUNT_HEADERS]
+        assert counts, table["headers"]
+        assert not any("." in row[i] for row in table["rows"] for i in counts), table
+    assert {"TTFT (ms)", "tokens/s", "E2E (s)", "output tokens"} <= set(calls["headers"])
+    assert calls["headers"][:3] == ["started (UTC)", "model", "status"]  # no index column
+    assert {"ok", "errors", "TTFT p50 (ms)"} <= set(summary["headers"])
+    # JupyterLab's table style: rows striped as in a DataFrame's table.
+    assert len(set(calls["stripes"])) == 2, calls["stripes"]

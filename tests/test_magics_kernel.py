@@ -175,8 +175,8 @@ def test_side_by_side_is_one_live_html_output(kernel: Kernel, model: str) -> Non
     html = final["data"]["text/html"]
     assert html.count("tok/s") == 2 and "display:flex" in html
     table = displays[1]["content"]["data"]
-    assert "ttft (s)" in table["text/html"] and "tok/s" in table["text/html"]
-    assert "<table" in table["text/html"] and "ttft (s)" in table["text/plain"]
+    assert "TTFT (ms)" in table["text/html"] and "tokens/s" in table["text/html"]
+    assert "<table" in table["text/html"] and "TTFT (ms)" in table["text/plain"]
     rs = kernel.value(
         "[{'text': r.text, 'send': r.trace.t_send_ns, 'end': r.trace.t_end_ns} for r in rs]"
     )

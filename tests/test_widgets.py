@@ -305,7 +305,7 @@ async def test_compare_panel_streams_every_column_then_stats_and_plot(
     assert panel.run_id is not None
     frame = llm_nb.stats(panel.run_id)
     assert sorted(frame["provider"]) == ["llamacpp", "openai"]
-    assert "ttft (s)" in panel.table.value and "tok/s" in panel.table.value
+    assert "TTFT (ms)" in panel.table.value and "tokens/s" in panel.table.value
     # One row per column, in the columns' order, labelled as the columns are.
     labels = re.findall(r"<tr><td[^>]*>([^<]*)</td>", panel.table.value)
     assert labels == [escape(c.label) for c in panel.calls] == [escape(m) for m in models]
@@ -314,7 +314,7 @@ async def test_compare_panel_streams_every_column_then_stats_and_plot(
     assert plot.value[:8] == b"\x89PNG\r\n\x1a\n"
     saved = panel.saved.bundle
     assert all(c.record.text.split()[0] in saved["text/plain"] for c in panel.calls)
-    assert "ttft (s)" in saved["text/html"] and saved["text/html"].count(" tok/s · ") == 2
+    assert "TTFT (ms)" in saved["text/html"] and saved["text/html"].count(" tok/s · ") == 2
     assert not panel.run_button.disabled and panel.stop_button.disabled
 
 

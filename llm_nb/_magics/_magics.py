@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .._present._calls import Call
-    from .._present._tables import Table
     from .._stream import ChatStream
     from .._types import Message
 
@@ -41,9 +40,10 @@ _MODELS_USAGE = (
 _STATS_USAGE = "%llm_stats [RUN_ID] [--summary] [--all]"
 _STATS_HELP = f"""usage: {_STATS_USAGE}
 
-The figures of every call recorded in this session, one row per call: the key columns,
-units in the headers, three significant figures (the complete DataFrame is the shown
-table's .frame, or use --all).
+The figures of every call recorded in this session, one row per call, as a DataFrame. It
+holds every column, as numbers; it displays as a table of the key ones: the model, status,
+finish reason, TTFT (ms), tokens/s, tokens, E2E (s) and cost, three significant figures,
+"—" where a value is missing.
 
 positional arguments:
   RUN_ID      only this run's calls: a `with llm_nb.new_run(...)` block, one %%llm cell
@@ -53,7 +53,8 @@ options:
   --summary   one row per model instead: n_ok, n_error, n_cancelled (calls stopped by
               the user, not errors), error_rate; mean, p50, p90, p95, p99 and max of
               ttft_s, tpot_s, e2e_s and output_tps; throughput; host and server facts
-  --all       the complete DataFrame, every column, numbers unrounded
+  --all       display every column (the frame is the same); `pandas.DataFrame(_)` or
+              llm_nb.stats() display it as pandas does, numbers unrounded
   -h, --help  show this help
 
 The columns are defined in docs/METRICS.md. The same frames come from llm_nb.stats()
@@ -270,13 +271,13 @@ class LLMMagics(Magics):
         return None
 
     @line_magic
-    def llm_stats(self, line: str) -> Table | pd.DataFrame | None:
+    def llm_stats(self, line: str) -> pd.DataFrame | None:
         """%llm_stats [RUN_ID] [--summary] [--all]
 
-        Every call recorded in this session, one row each, or one run's calls, shown as a
-        readable table of the key columns (its ``.frame`` is the complete DataFrame);
-        ``--summary`` gives one row per model with means and percentiles; ``--all`` returns
-        the complete DataFrame itself. ``%llm_stats --help`` says more.
+        Every call recorded in this session, one row each, or one run's calls, as the
+        complete DataFrame, displayed as a table of its key columns; ``--summary`` gives one
+        row per model with means and percentiles; ``--all`` displays every column.
+        ``%llm_stats --help`` says more.
         """
         words = line.split()
         if "-h" in words or "--help" in words:
@@ -287,15 +288,17 @@ class LLMMagics(Magics):
         rest = [w for w in words if w not in ("--summary", "--all")]
         if len(rest) > 1 or any(w.startswith("-") for w in rest):
             raise UsageError(f"usage: {_STATS_USAGE}")
-        from .._present._tables import CALL_COLUMNS, SUMMARY_COLUMNS, Table
+        from .. import _tables
         from .._session import stats
         from .._session import summary as run_summary
 
         run_id = rest[0] if rest else None
         frame = run_summary(run_id) if summary else stats(run_id)
         if everything:
-            return frame
-        return Table(frame, SUMMARY_COLUMNS if summary else CALL_COLUMNS)
+            view = _tables.ALL_VIEW if summary else _tables.ALL_CALLS_VIEW
+        else:
+            view = _tables.SUMMARY_VIEW if summary else _tables.CALLS_VIEW
+        return _tables.shown(frame, view)
 
 
 LLMMagics.llm.__doc__ = usage()

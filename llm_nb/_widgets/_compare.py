@@ -26,7 +26,7 @@ from .._present._display import RenderBudget
 from .._present._figures import figures, live_figures
 from .._present._render import Column, columns_bundle, columns_text
 from .._present._runner import Frames, pump
-from .._present._tables import RUN_COLUMNS, Table, run_frame
+from .._present._tables import run_frame, run_table
 from .._present._work import Post, Worker
 from .._stats import new_run
 from .._stats._recorder import recording_enabled
@@ -241,10 +241,10 @@ class ComparePanel(Panel):
                 f"{failed[0].label}: {' '.join(str(failed[0].error).split())}"
             )
         frame = run_frame(self.calls, self.run_id) if self.run_id else None
-        table: Table | None = None
+        table = None
         if frame is not None and len(frame):
-            table = Table(frame, RUN_COLUMNS)
-            self.table.value = table.html()
+            table = run_table(frame)
+            self.table.value = table.html
             self.plot.children = (_plot_widget(frame),)
         elif not recording_enabled():
             self.table.value = "<i>no stats table: recording is off (LLM_NB_RECORD=0)</i>"
@@ -255,8 +255,8 @@ class ComparePanel(Panel):
         bundle = columns_bundle(columns, "markdown")
         plain = columns_text(columns)
         if table is not None:
-            plain += "\n\n" + table.text()
-        self.saved.update(bundle["text/html"] + (table.html() if table else ""), plain)
+            plain += "\n\n" + table.text
+        self.saved.update(bundle["text/html"] + (table.html if table else ""), plain)
 
     def _ended(self) -> None:
         self._frames.end()  # drawn already, unless stopped before the streams even started
