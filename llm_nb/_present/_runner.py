@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from .._waiting import SIGNAL_CHECK_S
 from ._calls import Call, settle
@@ -69,8 +69,24 @@ async def pump(calls: Sequence[Call], frames: Frames, throttle_s: float, post: P
             call.done = True
             wake.set()
 
+    loop = asyncio.get_running_loop()
+    drawn = asyncio.Event()
+
+    def draw_live() -> None:
+        try:
+            frames.live()
+        finally:
+            loop.call_soon_threadsafe(drawn.set)
+
+    async def paced() -> None:
+        # The throttle counts from when the drawing thread drew, not from when the frame was
+        # asked for: a drawing thread that is late once must not draw the next one early.
+        await drawn.wait()
+        await asyncio.sleep(throttle_s)
+
     # Tasks copy the current context: a stats run id set by the caller follows each call.
     tasks = [asyncio.ensure_future(consume(call)) for call in calls]
+    finished = asyncio.gather(*tasks, return_exceptions=True)
     try:
         while not all(t.done() for t in tasks):
             try:
@@ -84,9 +100,15 @@ async def pump(calls: Sequence[Call], frames: Frames, throttle_s: float, post: P
             wake.clear()
             if all(t.done() for t in tasks):
                 break
-            post(frames.live)
-            # The rate bound: after drawing, sleep out the throttle (or until all are done).
-            await asyncio.wait(tasks, timeout=throttle_s)
+            drawn.clear()
+            post(draw_live)
+            # The rate bound: once drawn, sleep out the throttle (or until all are done).
+            gate = asyncio.ensure_future(paced())
+            try:
+                waiters: list[asyncio.Future[Any]] = [gate, finished]
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gate.cancel()
     finally:
         pending = [t for t in tasks if not t.done()]
         for t in pending:
