@@ -17,9 +17,12 @@ import sys
 import threading
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ._errors import LLMError
+
+if TYPE_CHECKING:
+    from .providers.base import Provider
 
 DEFAULT_PROMPT = "In two sentences, what is a large language model?"
 
@@ -70,12 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     from ._terminal import ControlStripper, strip_controls
     from ._types import TextDelta
 
+    provider: Provider | None = None
     stream: _api.SyncStream | None = None
     answer = ControlStripper()
+    shown = 0  # characters of the answer written so far
     try:
         _start_local_server(args.model)
-        stream = _api.stream(
-            args.model,
+        provider, name = _api.provider(args.model)
+        stream = _api.sync(provider).stream(
+            name,
             prompt,
             system=args.system,
             temperature=args.temperature,
@@ -86,14 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(delta, TextDelta):
                 sys.stdout.write(answer.feed(delta.text))
                 sys.stdout.flush()
+                shown += len(delta.text)
     except KeyboardInterrupt:
+        if stream is not None:
+            stream.close()  # records the call as cancelled, with what had arrived
+            # What arrived but was not written yet (the interrupt came between its arrival
+            # and its turn to print): the screen shows the answer the figures count.
+            sys.stdout.write(answer.feed(stream.text[shown:]))
         sys.stdout.write(answer.flush())
         newline = "\n" if stream is not None and stream.text else ""
         print(f"{newline}[interrupted]", file=sys.stderr)
-        if stream is not None:
-            stream.close()  # records the call as cancelled, with what had arrived
-            if stream.response.trace.t_send_ns is not None:
-                print(strip_controls(_figures(stream.response)), file=sys.stderr)
+        if stream is not None and stream.response.trace.t_send_ns is not None:
+            print(strip_controls(_figures(stream.response)), file=sys.stderr)
         return 130
     except LLMError as exc:
         sys.stdout.write(answer.flush())
@@ -101,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         newline = "\n" if stream is not None and stream.text else ""
         print(f"{newline}llm_nb: {strip_controls(str(exc))}", file=sys.stderr)
         return 1
+    finally:
+        # One command, one answer: its connections are closed before it returns rather
+        # than left pooled for calls that will not come (main() may run in a longer process).
+        if provider is not None:
+            _api.sync(provider).close()
     sys.stdout.write(answer.flush() + "\n")
     print(strip_controls(_figures(stream.response)), file=sys.stderr)
     return 0

@@ -7,16 +7,18 @@ import io
 import os
 import re
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from llm_nb import __main__ as cli
 from llm_nb._registry import LOCAL_URL_ENV
 from llm_nb._session import Session
-from tests.faults import plays
+from llm_nb._types import ChatResponse
+from tests.faults import client_sockets, plays
 from tests.faults.server import FaultServer
 from tests.faults.wires import LLAMACPP, OPENAI
 
@@ -61,6 +63,59 @@ def test_interrupted_answer_still_prints_its_figures(
     assert f" · {len(got)} chunks · interrupted]" in figures, figures
 
 
+class InterruptedTerminal(io.StringIO):
+    """stdout on which Ctrl-C lands while the third token is being written, once the whole
+    answer so far (``ready()``) has reached the record, ahead of the screen."""
+
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        super().__init__()
+        self.ready = ready
+        self.tokens = 0
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.tokens += 1
+            if self.tokens == 3:
+                deadline = time.monotonic() + 10
+                while not self.ready():
+                    assert time.monotonic() < deadline, "the answer never reached the record"
+                    time.sleep(0.01)
+                raise KeyboardInterrupt
+        return super().write(text)
+
+
+def test_interrupt_while_printing_shows_what_had_arrived(
+    session: Session, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tokens that arrived before the interrupt but were not printed yet are printed after
+    it: the screen holds the answer that the figures line counts and the record keeps."""
+    tokens = [f"t{i} " for i in range(10)]
+    records: list[ChatResponse] = []
+    session.observers.add(Watch(records))
+    term = InterruptedTerminal(lambda: bool(records) and records[0].text == "".join(tokens))
+    monkeypatch.setattr(sys, "stdout", term)
+    with FaultServer(plays.then_fault(OPENAI, len(tokens), "stall", tokens)) as srv:
+        host = srv.url.split("://", 1)[1]
+        assert cli.main(["-m", f"openai:m@{host}", "hi"]) == 130
+    assert term.getvalue().split() == [t.strip() for t in tokens]
+    assert records[0].status == "cancelled"
+    figures = capsys.readouterr().err.strip().splitlines()[-1]
+    assert figures.endswith(f" · {len(tokens)} chunks · interrupted]"), figures
+
+
+class Watch:
+    """A call observer that keeps each call's record."""
+
+    def __init__(self, records: list[ChatResponse]) -> None:
+        self.records = records
+
+    def call_started(self, record: ChatResponse) -> None:
+        self.records.append(record)
+
+    def call_finished(self, record: ChatResponse) -> None:
+        pass
+
+
 @pytest.fixture
 def local_server(session: Session) -> Iterator[str]:
     """``local`` answered by a fault server that takes over a second to "start", in the
@@ -102,6 +157,29 @@ def test_no_status_for_a_remote_model(capsys: pytest.CaptureFixture[str]) -> Non
     with FaultServer(plays.answer(OPENAI, ["ok"])) as srv:
         assert cli.main(["-m", f"openai:m@{srv.url.split('://', 1)[1]}", "hi"]) == 0
     assert "starting" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("interrupt", [False, True], ids=["answered", "interrupted"])
+def test_the_command_closes_its_connections(
+    interrupt: bool,
+    session: Session,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """main() may run inside a longer process (a test, a script): the connection it opened
+    is closed when it returns, not left pooled in the session's registry."""
+    tokens = [f"t{i} " for i in range(4)]
+    if interrupt:
+        monkeypatch.setattr(sys, "stdout", InterruptedTerminal(lambda: True))
+    play = plays.then_fault(OPENAI, 4, "stall", tokens) if interrupt else plays.answer(OPENAI)
+    with FaultServer(play) as srv:
+        host = srv.url.split("://", 1)[1]
+        assert cli.main(["-m", f"openai:m@{host}", "hi"]) == (130 if interrupt else 0)
+        assert srv.wait_requests(1)
+        deadline = time.monotonic() + 5
+        while client_sockets(srv.port):
+            assert time.monotonic() < deadline, client_sockets(srv.port)
+            time.sleep(0.01)
 
 
 class FakeTerminal(io.StringIO):
