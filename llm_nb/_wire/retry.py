@@ -97,12 +97,12 @@ async def send(
         response: httpx.Response | None = None
         try:
             response = await client.send(request, stream=True)
+            if response.is_success and not stream:
+                await _read_whole(response)
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             error: LLMError = describe_connect_failure(exc)
         else:
             if response.is_success:
-                if not stream:
-                    await response.aread()
                 return response
             try:
                 body = await response.aread()
@@ -123,3 +123,14 @@ async def send(
             if maybe is not None:
                 await maybe
         await asyncio.sleep(delay)
+
+
+async def _read_whole(response: httpx.Response) -> None:
+    """Read the body; a read cut short (dropped, timed out, cancelled) still closes the
+    response. httpx closes it only once the body is read to its end, and an unclosed one
+    keeps its connection pool from ever closing, with that pool's idle sockets."""
+    try:
+        await response.aread()
+    except BaseException:
+        await response.aclose()
+        raise

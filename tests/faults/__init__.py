@@ -36,6 +36,7 @@ __all__ = [
     "Wire",
     "client_sockets",
     "plays",
+    "server_sockets",
     "until",
 ]
 
@@ -51,6 +52,19 @@ def client_sockets(port: int) -> list[str]:
     for c in listed(kind="tcp"):
         if c.raddr and c.raddr.port == port:
             out.append(f"{c.laddr.ip}:{c.laddr.port}->{c.raddr.ip}:{c.raddr.port} {c.status}")
+    return out
+
+
+def server_sockets(port: int) -> list[str]:
+    """This process's TCP sockets on ``port`` itself (a server's side: its listener and the
+    connections it accepted), as ``"laddr->raddr STATUS"``."""
+    out = []
+    proc = psutil.Process()
+    listed = proc.net_connections if hasattr(proc, "net_connections") else proc.connections
+    for c in listed(kind="tcp"):
+        if c.laddr and c.laddr.port == port:
+            raddr = f"{c.raddr.ip}:{c.raddr.port}" if c.raddr else "-"
+            out.append(f"{c.laddr.ip}:{c.laddr.port}->{raddr} {c.status}")
     return out
 
 
