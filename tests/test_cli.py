@@ -148,7 +148,9 @@ def test_local_server_start_is_shown(
     lines = err.splitlines()
     # Not a terminal (pytest's capture): a line before, and the time taken after, no redraws.
     assert lines[0] == "llm_nb: starting the local server… (prebuilt llama.cpp)"
-    assert re.fullmatch(r"llm_nb: local server ready \(1\.\d s\)", lines[1]), lines
+    # The time taken: the factory's 1.2 s at least (a loaded machine may add any amount).
+    took = re.fullmatch(r"llm_nb: local server ready \((\d+\.\d) s\)", lines[1])
+    assert took and float(took[1]) >= 1.2, lines
     assert "\r" not in err and "\x1b" not in err
     assert lines[2].startswith("[llamacpp:")
 
@@ -195,9 +197,11 @@ def test_status_on_a_terminal_counts_seconds_and_clears() -> None:
     text = term.getvalue()
     assert text.startswith("\r\x1b[Kllm_nb: starting the local server…")
     assert "\r\x1b[Kmodel: fetching 50%\n" in text  # its own line, escape sequences gone
-    assert "llm_nb: starting the local server… 1 s" in text  # the elapsed seconds, redrawn
-    # Cleared when done, then one line with the time taken.
-    assert re.search(r"\r\x1b\[Kllm_nb: local server ready \(1\.\d s\)\n$", text), repr(text)
+    # The elapsed seconds, redrawn (1 or 2 after 1.6 s, as the ticks fall on a loaded machine).
+    assert re.search(r"\r\x1b\[Kllm_nb: starting the local server… [1-9]\d* s", text), repr(text)
+    # Cleared when done, then one line with the time taken: the 1.6 s waited, at least.
+    took = re.search(r"\r\x1b\[Kllm_nb: local server ready \((\d+\.\d) s\)\n$", text)
+    assert took and float(took[1]) >= 1.6, repr(text)
 
 
 def test_status_on_a_terminal_keeps_its_line_when_the_wait_fails() -> None:

@@ -468,10 +468,11 @@ def test_interrupt_keeps_the_partial_answer_on_screen(ctrl_c: None) -> None:
             threading.Thread(target=interrupt_when_streaming, daemon=True).start()
             out = Frames()
             assert run_calls([call], RichView("markdown", display=out.display), 0.1) is True
-            assert srv.wait_disconnects(1, 2), "the connection was left open"
+            # Within the 5 s play: a connection left open would let it end, not hang up.
+            assert srv.wait_disconnects(1, 4), "the connection was left open"
         finally:
             run_sync(p.aclose())
-        assert srv.wait_idle(2) and client_sockets(srv.port) == []
+        assert srv.wait_idle(5) and client_sockets(srv.port) == []
     record = call.record
     assert record.status == "cancelled" and call.interrupted
     assert 5 <= len(record.trace.token_times_ns) < len(TICKS)
