@@ -571,15 +571,29 @@ async def test_a_finished_call_leaves_no_task_on_the_callers_loop(wire: Wire) ->
             await asyncio.wrap_future(session.loop.submit(p.aclose()).future)
 
 
-async def test_an_ollama_listing_that_fails_leaves_no_request_running(rec: Recorder) -> None:
+@pytest.mark.parametrize("ps_cut", ["before_headers", "mid_body"])
+async def test_an_ollama_listing_that_fails_leaves_no_request_running(
+    ps_cut: str, rec: Recorder
+) -> None:
     """Ollama's model list is two requests at once (/api/tags, /api/ps); when one fails,
-    the other is given up before the error reaches the caller, not left running."""
+    the other is given up before the error reaches the caller, not left running, whether it
+    was still waiting for its headers or reading its body; and closing the provider then
+    closes every connection, the failed request's pooled one included."""
+    ps_reading = asyncio.Event()
 
     async def play(req: Request, conn: Conn) -> None:
         if req.path == "/api/tags":
+            if ps_cut == "mid_body":
+                await ps_reading.wait()
+                await asyncio.sleep(0.05)  # for the client to take /api/ps's headers
             await conn.respond(500, b'{"error": "disk on fire"}', {"content-type": "x/json"})
         else:
-            await conn.hold()  # /api/ps: no answer until the client leaves
+            if ps_cut == "mid_body":
+                await conn.head(200, {"content-type": "application/json"}, chunked=False,
+                                content_length=100)  # fmt: skip
+                await conn.send(b'{"models": ')
+                ps_reading.set()
+            await conn.hold()  # no (more) answer until the client leaves
 
     with FaultServer(play) as srv:
         p = OLLAMA.provider(srv.url, retry=FAST)
@@ -594,6 +608,7 @@ async def test_an_ollama_listing_that_fails_leaves_no_request_running(rec: Recor
         finally:
             await p.aclose()
         assert await until(lambda: srv.open_connections == 0, PROMPTLY_S)
+        assert await until(lambda: client_sockets(srv.port) == []), client_sockets(srv.port)
 
 
 # -- connection reuse -----------------------------------------------------------------------
