@@ -28,7 +28,7 @@ from IPython.core.interactiveshell import InteractiveShell
 import llm_nb
 from llm_nb._embedded.process.server import free_port
 from llm_nb._safe_html import escape, markdown_html, note_html
-from llm_nb._session import registry, run_sync
+from llm_nb._session import Session, registry, run_sync
 from llm_nb._widgets import ChatPanel, ComparePanel, ModelPicker, _defaults, _picker
 from llm_nb._widgets._compare import _plot_widget
 from llm_nb._wire.retry import RetryPolicy
@@ -393,6 +393,7 @@ def group_of(picker: ModelPicker, host: str, name: str = "llamacpp") -> Any:
 
 def statuses(picker: ModelPicker, host: str, name: str = "llamacpp") -> dict[str, str]:
     (group,) = [g for g in picker.catalog.groups if g.key == f"{name}@{host}"]
+    assert group.error is None, group.error  # an unlisted server has no statuses to compare
     return {m.name: m.status for m in group.models}
 
 
@@ -520,12 +521,14 @@ async def test_picker_shows_the_model_status_while_it_loads(kernel_loop: Any) ->
 
 
 async def test_picker_pulls_with_progress_and_deletes_on_ollama(
-    kernel_loop: Any, monkeypatch: pytest.MonkeyPatch
+    kernel_loop: Any, session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_picker, "PROGRESS_EVERY_S", 0.0)  # draw every step, to see them all
+    # A session of its own: the picker lists this test's server only, not every server
+    # earlier tests registered (with them it once listed nothing on a loaded machine).
     with OllamaContractServer(None) as server:
         host = host_of(server.url)
-        registry().get("ollama", host)
+        provider = session.registry.get("ollama", host)
         try:
             picker = llm_nb.model_picker()
             await picker.wait()
@@ -558,7 +561,7 @@ async def test_picker_pulls_with_progress_and_deletes_on_ollama(
             assert "file does not exist" in picker.error.text
             assert picker.bar.bar_style == "danger" and not picker.pull_button.disabled
         finally:
-            forget(host)
+            await provider.aclose()
     assert server.violations == []
 
 
