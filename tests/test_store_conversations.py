@@ -1,21 +1,27 @@
-"""``%%llm --chat NAME`` conversations survive a kernel restart: each kernel here is a fresh
-process with an IPython shell, and the server sees what each one sends."""
+"""``%%llm --chat NAME`` conversations and named chat panels survive a kernel restart: each
+kernel here is a fresh process with an IPython shell (or, for the panels, a fresh session on
+the same store), and the server sees what each one sends."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import llm_nb
+from llm_nb._embedded.process.server import free_port
 from llm_nb._magics._chats import Conversations
-from llm_nb._stats import _conversations
+from llm_nb._session import Session, use_session
+from llm_nb._stats import Recorder, _conversations
 from llm_nb._stats._store import Store
-from tests.faults import OPENAI, FaultServer, plays
+from llm_nb._widgets._chat import _prompt_html
+from tests.faults import LLAMACPP, OPENAI, FaultServer, plays
 
 KERNEL = r"""
 import sys
@@ -95,3 +101,73 @@ def test_with_recording_off_conversations_stay_in_memory(
     assert len(chats.messages(name, "x")) == 3
     monkeypatch.delenv("LLM_NB_RECORD")
     assert len(Conversations().messages(name, "x")) == 1  # nothing was written
+
+
+@contextlib.contextmanager
+def kernel_session(path: Path) -> Iterator[Session]:
+    """A session recording to ``path``, made the default: what a (re)started kernel has."""
+    store = Store(path)
+    try:
+        session = Session(recorder=Recorder(store, None), record=True, server_facts=False)
+        with session, use_session(session):
+            yield session
+    finally:
+        store.close()
+
+
+def test_a_named_chat_panel_continues_after_a_restart_and_is_listed(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite"
+    with FaultServer(plays.answer(LLAMACPP)) as srv:
+        model = f"llamacpp:m@{srv.url.removeprefix('http://')}"
+        with kernel_session(path):
+            first = llm_nb.chat_panel(model, conversation="X")
+            first.send("My name is <b>Ada</b>.")
+            first.send("What is my name?")
+            unnamed = llm_nb.chat_panel(model)  # not stored
+            unnamed.send("Unrelated.")
+        with kernel_session(path):  # the kernel restarted
+            later = llm_nb.chat_panel(model, conversation="X")
+            shown = [box.children for box in later.history.children]
+            assert [(c[0].value, c[2].text) for c in shown] == [
+                (_prompt_html("My name is <b>Ada</b>."), ANSWER),
+                (_prompt_html("What is my name?"), ANSWER),
+            ]
+            assert "<b>Ada</b>" not in shown[0][0].value  # what was typed stays text
+            later.send("And now?")
+            assert later.turns[0].record.status == "ok"
+        sent = [[(m["role"], m["content"]) for m in r.json()["messages"]] for r in srv.requests]
+    assert sent[3] == [
+        ("user", "My name is <b>Ada</b>."),
+        ("assistant", ANSWER),
+        ("user", "What is my name?"),
+        ("assistant", ANSWER),
+        ("user", "And now?"),
+    ]
+    listed = llm_nb.conversations(path).set_index("name")
+    assert list(listed.index) == ["X"]  # the unnamed panel's chat is not stored
+    assert listed.loc["X", "turns"] == 3 and listed.loc["X", "model"] == "m"
+    # "%%llm --chat X" continues the same conversation.
+    assert [m.content for m in _conversations.load(Store(path), "X")][-1] == ANSWER
+
+
+def test_a_named_panel_stores_only_completed_turns_and_new_chat_forgets(tmp_path: Path) -> None:
+    path = tmp_path / "calls.sqlite"
+    with FaultServer(plays.answer(LLAMACPP)) as srv:
+        model = f"llamacpp:m@{srv.url.removeprefix('http://')}"
+        with kernel_session(path):
+            panel = llm_nb.chat_panel(model, conversation="Y")
+            panel.send("Hi")
+            panel.model.value = f"llamacpp:m@127.0.0.1:{free_port()}"  # nothing listens
+            panel.send("Lost?")
+            assert panel.turns[1].record.status == "error"
+            assert [c for _, c in _pairs(path, "Y")] == ["Hi", ANSWER]  # as --chat keeps
+            panel.reset_button.click()
+        with kernel_session(path):
+            assert llm_nb.chat_panel(model, conversation="Y").history.children == ()
+    assert _pairs(path, "Y") == [] and llm_nb.conversations(path).empty
+    with pytest.raises(llm_nb.InvalidOptionError, match="conversation"):
+        llm_nb.chat_panel(model, conversation=" ")
+
+
+def _pairs(path: Path, name: str) -> list[tuple[str, str]]:
+    return [(r, c) for r, c, _ in _conversations.current(Store(path), name)]

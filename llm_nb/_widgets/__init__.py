@@ -1,6 +1,6 @@
 """Notebook panels (ipywidgets): a model picker, a chat panel and a compare panel.
 
-``llm_nb.model_picker()``, ``llm_nb.chat_panel(model=None, **options)`` and
+``llm_nb.model_picker()``, ``llm_nb.chat_panel(model=None, conversation=None, **options)`` and
 ``llm_nb.compare_panel(models=None, **options)`` return the widget; display it (as a cell's
 last expression or with ``display()``). Options are ``llm_nb.chat``'s (``max_tokens``,
 ``temperature``, ``system``, ``extra``…), checked when the panel is made.
@@ -81,11 +81,21 @@ def model_picker() -> ModelPicker:
 
 @takes_chat_options
 def chat_panel(
-    model: str | None = None, *, throttle_s: float | None = None, **options: Unpack[ChatKwargs]
+    model: str | None = None,
+    *,
+    conversation: str | None = None,
+    throttle_s: float | None = None,
+    **options: Unpack[ChatKwargs],
 ) -> ChatPanel:
     """A multi-turn chat with ``model`` (default: the default model): Send, Stop, the answer
-    streaming live as Markdown, and its figures."""
-    return ChatPanel(model, throttle_s=throttle_s, **options)
+    streaming live as Markdown, and its figures.
+
+    ``conversation``: a name under which the chat is kept in the call log, like
+    ``%%llm --chat NAME`` (the same conversations, listed by ``llm_nb.conversations()``). A
+    panel with that name, in this kernel or after a restart, shows the earlier turns and
+    sends them as history; only turns whose answer completed are kept, and New chat forgets
+    them. None (the default): the chat lives in this panel only."""
+    return ChatPanel(model, conversation=conversation, throttle_s=throttle_s, **options)
 
 
 @takes_chat_options

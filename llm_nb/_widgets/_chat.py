@@ -5,18 +5,24 @@ figures (time to first token, tokens/s, tokens).
 Each Send continues the conversation: the model gets every earlier turn as messages. A turn
 that was stopped keeps its partial answer, on screen and in the conversation; a turn that
 failed shows its error on one line and is left out of the conversation, so Send retries it.
+
+A panel given a ``conversation`` name keeps it in the call log like ``%%llm --chat NAME``
+(``llm_nb._stats._conversations``): a new panel with that name, in this kernel or after a
+restart, shows the earlier turns and sends them as history, and ``llm_nb.conversations()``
+lists it. As with ``%%llm --chat``, only a turn whose answer completed is stored; New chat
+marks the stored conversation forgotten.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w  # type: ignore[import-untyped]
 
 from .._api import provider
-from .._errors import LLMError
+from .._errors import InvalidOptionError, LLMError
 from .._options import ChatOptions
 from .._present._calls import Call
 from .._present._display import RenderBudget
@@ -28,6 +34,9 @@ from .._types import ChatResponse, Message
 from ._defaults import default_model, throttle_s
 from ._parts import AnswerView, ErrorLine, Panel, fill_width, styled
 from ._prompt import focus, prompt_box
+
+if TYPE_CHECKING:
+    from .._stats._store import Store
 
 
 @dataclass(eq=False)
@@ -59,10 +68,24 @@ class ChatPanel(Panel):
     """See :func:`chat_panel`."""
 
     def __init__(
-        self, model: str | None = None, *, throttle_s: float | None = None, **options: Any
+        self,
+        model: str | None = None,
+        *,
+        conversation: str | None = None,
+        throttle_s: float | None = None,
+        **options: Any,
     ) -> None:
         ChatOptions.from_kwargs(**options)  # a bad option fails here, not on first Send
+        if conversation is not None and (
+            not isinstance(conversation, str) or not conversation.strip()
+        ):
+            raise InvalidOptionError(
+                f"conversation={conversation!r}: give a non-empty name, or None for a chat "
+                "that is not stored"
+            )
         self.options = options
+        #: The stored conversation's name (None: this panel's chat is not stored).
+        self.conversation = conversation
         self._throttle_s = throttle_s
         self.model = styled(
             w.Text(
@@ -102,10 +125,12 @@ class ChatPanel(Panel):
         #: Every turn shown, oldest first; ``messages`` is what the model is sent.
         self.turns: list[Turn] = []
         self.messages: list[Message] = []
-        #: Turns in the order asked, with None where a new chat began (for the saved output).
-        self._transcript: list[Turn | None] = []
+        #: Turns in the order asked, with None where a new chat began and (HTML, plain text)
+        #: for a stored earlier turn (for the saved output).
+        self._transcript: list[Turn | tuple[str, str] | None] = []
         self.worker = Worker(self.error.show)
         self._budget = RenderBudget()
+        self._restore()
 
     def __repr__(self) -> str:
         return "llm_nb chat panel (a live widget; finished answers are saved in the output below)"
@@ -150,6 +175,11 @@ class ChatPanel(Panel):
         if self._transcript:
             self._transcript.append(None)
         self.error.clear()
+        store = _store()
+        if self.conversation is not None and store is not None:
+            from .._stats import _conversations as stored
+
+            stored.reset(store, self.conversation)
 
     async def wait(self) -> None:
         """Until the answer being streamed has ended."""
@@ -159,6 +189,56 @@ class ChatPanel(Panel):
     def answer(self) -> Any:
         """The :class:`AnswerView` of the latest answer (None before the first Send)."""
         return self.turns[-1].answer if self.turns else None
+
+    # -- the stored conversation ----------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Show and continue the stored turns of ``conversation``."""
+        store = _store()
+        if self.conversation is None or store is None:
+            return
+        from .._stats import _conversations as stored
+
+        messages = stored.load(store, self.conversation)
+        asked: str | None = None
+        boxes = []
+        for m in messages:
+            if m.role == "user":
+                asked = m.content
+            elif m.role == "assistant" and asked is not None:
+                boxes.append(self._earlier_turn(asked, m.content))
+                asked = None
+        self.messages = list(messages)
+        self.history.children = tuple(boxes)
+        self._save()
+
+    def _earlier_turn(self, prompt: str, answer: str) -> Any:
+        """A stored turn, shown like a live one (its answer sanitized the same way)."""
+        where = f"earlier in {self.conversation}"
+        label = styled(w.HTML(f"<i>{escape(where)}</i>"), "llm-nb-chat-model-label")
+        view = AnswerView("llm-nb-chat-answer")
+        view.value = answer_html(answer)
+        view.text = answer
+        shown = styled(w.Label(""), "llm-nb-chat-figures")
+        asked = styled(w.HTML(_prompt_html(prompt)), "llm-nb-chat-user")
+        self._transcript.append(
+            (_prompt_html(prompt) + answer_html(answer), f"You: {prompt}\n{where}: {answer}")
+        )
+        return styled(w.VBox([asked, label, view, shown]), "llm-nb-chat-turn")
+
+    def _store_turn(self, turn: Turn) -> None:
+        """Like ``%%llm --chat``: only a turn whose answer completed is kept."""
+        store = _store()
+        if self.conversation is None or store is None or turn.record.status != "ok":
+            return
+        from .._stats import _conversations as stored
+
+        record = turn.record
+        stored.add(
+            store,
+            self.conversation,
+            [("user", turn.prompt, None), ("assistant", record.text, record.call_id)],
+        )
 
     # -- drawing --------------------------------------------------------------------------
 
@@ -200,6 +280,7 @@ class ChatPanel(Panel):
                 self.prompt.value = turn.prompt  # what they typed is theirs: back to retry
         elif turn in self.turns and record.text:
             self.messages += [Message("user", turn.prompt), Message("assistant", record.text)]
+            self._store_turn(turn)
         turn.saved = _transcript_entry(turn)
         self._save()
 
@@ -212,11 +293,23 @@ class ChatPanel(Panel):
         self.stop_button.disabled = not on
 
     def _save(self) -> None:
-        parts = [("<hr>", "---") if t is None else t.saved for t in self._transcript]
+        parts = [
+            ("<hr>", "---") if t is None else t if isinstance(t, tuple) else t.saved
+            for t in self._transcript
+        ]
         done = [p for p in parts if p is not None]
         rich = "".join(h for h, _ in done)
         plain = "\n\n".join(p for _, p in done)
         self.saved.update(rich, plain)
+
+
+def _store() -> Store | None:
+    """The call log of the default session's recorder (None when recording is off), where
+    ``%%llm --chat`` keeps its conversations too."""
+    from .._session import default_session
+
+    session = default_session()
+    return session.recorder.store if session.recording else None
 
 
 def _placeholder() -> str:
