@@ -87,7 +87,7 @@ def test_single_model_server_disables_load_unload_pull_saying_why(served: str) -
     picker.pull_name.value = "tinyllama"
     assert picker.pull_button.disabled and "pulls models by name" in picker.pull_button.tooltip
     picker.pull_name.value = "ollama:tinyllama"
-    assert not picker.pull_button.disabled and picker.pull_button.tooltip is None
+    assert not picker.pull_button.disabled and not picker.pull_button.tooltip
     picker.pull_name.value = ""
     assert picker.pull_button.disabled and "type the name" in picker.pull_button.tooltip
     picker.select(f"llamacpp:a@{served}")
@@ -109,7 +109,7 @@ async def test_failed_action_reads_as_failed(served: str) -> None:
     await picker.wait()
     picker.select(f"llamacpp:b@{served}")
     # A router can do all but delete.
-    assert not picker.load_button.disabled and picker.load_button.tooltip is None
+    assert not picker.load_button.disabled and not picker.load_button.tooltip
     assert not picker.unload_button.disabled and not picker.pull_button.disabled
     assert picker.delete_button.disabled and "cannot delete" in picker.delete_button.tooltip
     seen: list[str] = []

@@ -769,4 +769,7 @@ def test_without_anywidget_the_prompt_is_a_plain_textarea_and_the_buttons_work(
         compare = llm_nb.compare_panel([model], max_tokens=4)
         assert type(compare.prompt) is ipywidgets.Textarea
     _prompt._prompt_class.cache_clear()
-    assert _prompt.keyboard_available()  # the test extra installs anywidget
+    import ipywidgets
+
+    # The test extra installs anywidget; it is used with ipywidgets 8 only.
+    assert _prompt.keyboard_available() == (int(ipywidgets.__version__.split(".")[0]) >= 8)

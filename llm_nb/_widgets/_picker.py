@@ -373,7 +373,7 @@ class ModelPicker(Panel):
             why = self._refused(action)
             button = self._buttons[action]
             button.disabled = bool(why)
-            button.tooltip = why or None
+            button.tooltip = why or ""  # ipywidgets 7 takes no None
 
     def _reset_delete(self) -> None:
         self._confirm_delete = None

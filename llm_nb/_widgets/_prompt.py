@@ -63,7 +63,7 @@ export default { render };
 
 
 def keyboard_available() -> bool:
-    """Whether the keyboard-aware prompt box can be used (anywidget is installed)."""
+    """Whether the keyboard-aware prompt box can be used (anywidget installed, ipywidgets 8)."""
     return _prompt_class() is not None
 
 
@@ -96,6 +96,12 @@ def focus(box: Any) -> None:
 @functools.cache
 def _prompt_class() -> type[Any] | None:
     # Built on first use, not at import: anywidget is optional and imports ipywidgets.
+    import ipywidgets
+
+    # ipywidgets 7 (Colab's pin) with anywidget raises traitlets deprecations on every
+    # widget; there the plain box and the buttons are used.
+    if int(ipywidgets.__version__.split(".")[0]) < 8:
+        return None
     try:
         import anywidget
     except ImportError:
