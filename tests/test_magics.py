@@ -11,6 +11,7 @@ import itertools
 import json
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -437,8 +438,11 @@ def test_live_display_redraws_at_most_and_at_least_once_per_throttle() -> None:
     assert len(out.frames) == view.updates
     # At most one live redraw per throttle_s (plus the final frame)...
     assert len(live) <= wall / throttle + 1, (len(live), wall)
+    # The pump asks for frames throttle_s apart; each is drawn when this thread takes it up,
+    # a little late on a loaded machine, so one gap can shrink by what the previous one grew.
+    # Without the throttle the gaps would be the tokens' 25 ms.
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(live)]
-    assert all(g >= throttle * 0.95 for g in gaps), gaps
+    assert min(gaps) >= throttle / 2 and statistics.median(gaps) >= throttle * 0.95, gaps
     # ...and at least a quarter of what the throttle allows over the stream (tokens come
     # faster than that here; slow renders on a loaded machine skip some): the answer grows.
     allowed = min(streamed / throttle, len(trace.token_times_ns) - 1)

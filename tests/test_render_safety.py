@@ -229,13 +229,19 @@ def test_render_budget_bounds_the_share_of_time_spent_drawing() -> None:
     assert budget.due(False)
     started = time.perf_counter()
     markdown_html(HARMLESS * 40)
+    drawn = time.perf_counter()
     budget.spent(started)
-    cost = time.perf_counter() - started
-    assert not budget.due(False) and budget.due(True)
+    # The frame cost at least drawn - started; the budget may count more (the time until it
+    # looked at the clock), never less. Only bounds that hold whatever the machine's load
+    # adds between two lines are checked.
+    cost = drawn - started
+    rest = cost * (1 / RenderBudget.SHARE - 1)
+    assert budget.due(True)
+    assert not budget.due(False) or time.perf_counter() - drawn >= rest * 0.99
     while not budget.due(False):
         time.sleep(0.001)
-    waited = time.perf_counter() - started - cost
-    assert waited >= cost * (1 / RenderBudget.SHARE - 1) * 0.99, (waited, cost)
+    waited = time.perf_counter() - drawn
+    assert waited >= rest * 0.99, (waited, cost)
 
 
 def test_escape_quotes_for_attributes() -> None:
