@@ -16,7 +16,7 @@ from llm_nb import ModelNotFoundError, TextDelta
 from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OpenAIProvider
 
-FIXTURES = Path(__file__).parent / "fixtures" / "openai"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "openai"
 NO_RETRY = RetryPolicy(max_retries=0)
 
 

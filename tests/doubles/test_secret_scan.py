@@ -18,7 +18,7 @@ import pytest
 
 from tests.secret_scan import scan, scan_file
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.doubles
 

@@ -120,7 +120,9 @@ async def test_json_object_and_schema_output(llama: LlamaCppProvider) -> None:
 def tool_server(request: pytest.FixtureRequest, smollm2_gguf: Path) -> Iterator[Any]:
     """SmolLM2 with llama.cpp's Qwen2.5 template (same <|im_start|> tokens, but it renders
     tool definitions; SmolLM2's own template drops them)."""
-    template = Path(__file__).parent / "fixtures" / "llamacpp" / "Qwen-Qwen2.5-7B-Instruct.jinja"
+    template = (
+        Path(__file__).parents[1] / "fixtures" / "llamacpp" / "Qwen-Qwen2.5-7B-Instruct.jinja"
+    )
     if request.param == "native":
         program = native_program(request.getfixturevalue("llama_server_bin"))
     else:

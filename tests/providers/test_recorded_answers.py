@@ -35,7 +35,7 @@ from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
 from llm_nb.providers.base import Provider
 
-CORPUS = Path(__file__).parent / "fixtures" / "corpus"
+CORPUS = Path(__file__).parents[1] / "fixtures" / "corpus"
 HOST = "corpus.test:8000"
 NO_RETRY = RetryPolicy(max_retries=0)
 KEY = "sk-corpus-test-0000"

@@ -31,7 +31,7 @@ from tests.contract.ollama_server import store as contract_store
 
 pytestmark = pytest.mark.doubles  # these tests check the doubles against the real clients
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 OPENAI = FIXTURES / "openai"
 OLLAMA = FIXTURES / "ollama"
 SSE_FIXTURES = sorted(p.name for p in OPENAI.glob("*.sse"))
