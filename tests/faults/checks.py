@@ -5,13 +5,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from llm_nb._errors import LLMError
 from llm_nb._stats import Recorder
 from llm_nb._stream import ChatStream
+from llm_nb._wire.retry import RetryPolicy
 from llm_nb.providers.base import Provider
 
-from . import client_sockets, until
+from . import client_sockets, plays, until
 from .server import FaultServer
+from .wires import WIRES
+
+#: No retries: each fault is seen by the call it hits.
+FAST = RetryPolicy(max_retries=0)
+#: How soon the server must see a stopped call hang up: at once on an idle machine, within
+#: this on a loaded one; the plays it cuts short would go on for 15 s or more.
+PROMPTLY_S = 5.0
+PARTIAL = "".join(plays.TOKENS[:3])  # what every "n=3 then fault" play sends first
+FULL = "".join(plays.TOKENS)
+
+#: Runs a test once on each wire.
+wires = pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)
 
 
 def only_row(rec: Recorder) -> dict[str, Any]:

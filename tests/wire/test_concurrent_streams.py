@@ -1,4 +1,4 @@
-"""Load: hundreds of concurrent streams, every token checked, nothing left behind.
+"""Concurrent streams: hundreds at once, every token checked, nothing left behind.
 
 * 300 concurrent streams against a local firehose (tests/faults): 5 rounds on the SSE wire,
   2 on the NDJSON wire. Each stream's prompt selects the content the server sends
@@ -30,7 +30,6 @@ import pytest
 
 from llm_nb._embedded.model import DEFAULT_MODEL_ALIAS
 from llm_nb._embedded.process.server import LlamaServer
-from llm_nb._session import Session
 from llm_nb._stats import Recorder
 from llm_nb._stream import ChatStream
 from llm_nb._types import ChatResponse
@@ -54,13 +53,6 @@ ROUNDS = 5
 #: no ChatStream may outlive its round (weak references) and the number of live ChatResponse
 #: objects must not grow.
 RSS_GROWTH_MB = 8.0
-
-
-@pytest.fixture
-def rec(session: Session) -> Recorder:
-    """The only call observer during the test: the in-memory recorder of a session of the
-    test's own."""
-    return session.recorder
 
 
 def rss_mb() -> float:

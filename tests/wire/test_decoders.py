@@ -1,4 +1,7 @@
-"""SSE and NDJSON decoders: framing rules, and the same events however the bytes are split."""
+"""SSE and NDJSON decoders: framing rules, the same events however the bytes are split, and
+bytes that are hard to decode arriving over real sockets on every wire (multi-byte characters
+cut between reads, invalid UTF-8, a line over the limit). Random streams: test_decoders_fuzz.py.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_nb._errors import ProtocolError
+from llm_nb._stats import Recorder
+from llm_nb._wire._lines import MAX_LINE_BYTES
 from llm_nb._wire.ndjson import NDJSONDecoder
 from llm_nb._wire.sse import SSEDecoder, SSEEvent
+from tests.faults import FaultServer, Wire, plays
+from tests.faults.checks import FAST, PARTIAL, assert_released, attempt, only_row, wires
 
 
 def sse_all(data: bytes, cuts: list[int] | None = None) -> list[SSEEvent]:
@@ -195,3 +202,99 @@ def test_ndjson_bad_line_among_several_is_a_protocol_error(blank: bytes) -> None
         NDJSONDecoder().feed(b'{"n":1}\n' + blank)
     with pytest.raises(ProtocolError):
         _one_by_one([b'{"n":1}\n', blank], "ndjson")
+
+
+# -- bytes that are hard to decode ----------------------------------------------------------
+
+SPLIT_TOKENS = ["é", "😀", "中文", " ✓ ok", "👩\u200d💻", "🇫🇷", "ß"]
+
+
+def byte_split_frames(wire: Wire, tokens: list[str]) -> list[bytes]:
+    """Every token frame cut at every byte of its (multi-byte) text."""
+    out = [wire.first()] if wire.first() else []
+    for t in tokens:
+        frame = wire.token(t)
+        raw = t.encode()
+        start = frame.index(raw)
+        out.append(frame[:start])
+        out += [raw[i : i + 1] for i in range(len(raw))]
+        out.append(frame[start + len(raw) :])
+    out.append(wire.finish(len(tokens)))
+    return out
+
+
+@wires
+async def test_multibyte_characters_split_across_reads(wire: Wire, rec: Recorder) -> None:
+    frames = byte_split_frames(wire, SPLIT_TOKENS)
+    with FaultServer(plays.raw_frames(wire, frames, delay_s=0.003)) as srv:
+        p = wire.provider(srv.url, retry=FAST)
+        err, s = await attempt(p)
+        assert err is None, err
+        assert s.response.text == "".join(SPLIT_TOKENS)
+        assert "\ufffd" not in s.response.text
+        row = only_row(rec)
+        assert row["status"] == "ok" and rec.text(row["call_id"]) == "".join(SPLIT_TOKENS)
+        await assert_released(srv, p, pooled_ok=True)
+
+
+@wires
+async def test_invalid_utf8(wire: Wire, rec: Recorder) -> None:
+    """SSE decodes bytes with replacement (the answer goes on, with U+FFFD); an NDJSON line
+    with invalid UTF-8 is a ProtocolError that keeps what came before. Neither crashes."""
+    frames = [
+        wire.first(),
+        wire.token("ok "),
+        wire.raw_token(b"ab\xffcd"),  # a byte that is never valid UTF-8
+        wire.raw_token(b"\xe4\xb8 x"),  # a 3-byte character cut after 2 bytes
+        wire.token(" end"),
+        wire.finish(4),
+    ]
+    with FaultServer(plays.raw_frames(wire, [f for f in frames if f])) as srv:
+        p = wire.provider(srv.url, retry=FAST)
+        err, s = await attempt(p)
+        row = only_row(rec)
+        if wire.name == "ollama":
+            assert isinstance(err, ProtocolError) and "invalid UTF-8" in str(err)
+            assert err.partial is not None and err.partial.text == "ok "
+            assert (row["status"], row["error_type"]) == ("error", "ProtocolError")
+        else:
+            assert err is None, err
+            assert s.response.text == "ok ab\ufffdcd\ufffd x end"
+            assert row["status"] == "ok"
+        assert rec.text(row["call_id"]) == s.response.text
+        await assert_released(srv, p, pooled_ok=err is None)
+
+
+@pytest.fixture
+def small_max_line(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Decoders with a 256 KiB line limit. The providers construct ``SSEDecoder()`` and
+    ``NDJSONDecoder()`` without arguments, and the default is bound when the functions are
+    defined, so patching ``_lines.MAX_LINE_BYTES`` would change nothing: patch the defaults."""
+    limit = 256 * 1024
+    monkeypatch.setattr(SSEDecoder.__init__, "__defaults__", (limit,))
+    monkeypatch.setattr(NDJSONDecoder.__init__, "__defaults__", (limit,))
+    return limit
+
+
+@wires
+async def test_huge_line_is_protocol_error(wire: Wire, rec: Recorder, small_max_line: int) -> None:
+    with FaultServer(plays.huge_line(wire, 3, 4 * small_max_line)) as srv:
+        p = wire.provider(srv.url, retry=FAST)
+        err, _ = await attempt(p)
+        assert isinstance(err, ProtocolError), repr(err)
+        assert f"exceeded {small_max_line} bytes" in str(err)
+        assert err.partial is not None and err.partial.text == PARTIAL
+        row = only_row(rec)
+        assert (row["status"], row["error_type"]) == ("error", "ProtocolError")
+        assert rec.text(row["call_id"]) == PARTIAL
+        assert srv.wait_disconnects(1, 3)  # the server was still sending: it saw us go
+        await assert_released(srv, p)
+
+
+def test_providers_decoders_default_to_the_real_limit() -> None:
+    """What the fixture above patches: the limit providers get when they construct their
+    decoders without arguments (16 MiB). Not exercised over the wire at full size: the
+    splitter re-joins its buffer on every read, so a 16 MiB line costs seconds of CPU."""
+    assert SSEDecoder.__init__.__defaults__ == (MAX_LINE_BYTES,)
+    assert NDJSONDecoder.__init__.__defaults__ == (MAX_LINE_BYTES,)
+    assert MAX_LINE_BYTES == 16 * 1024 * 1024
