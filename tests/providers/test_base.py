@@ -1,6 +1,10 @@
-"""Provider behaviour over httpx.MockTransport: wire mapping, errors, closing.
+"""What every provider does (llm_nb/providers/base.py), over httpx.MockTransport: the partial
+answer kept when a stream fails or is cut, the response closed when a stream is abandoned or
+cancelled, no key in an error, clear errors for an unsupported operation or a server that is
+not running, the sync facade inside a running loop, and where requests go.
 
-Retries are in test_retry.py.
+Each provider's own wire: test_openai.py, test_llamacpp.py, test_ollama.py. Retries:
+tests/wire/test_retry.py.
 """
 
 from __future__ import annotations
@@ -16,130 +20,12 @@ import llm_nb
 from llm_nb import (
     APIConnectionError,
     AuthenticationError,
-    ModelNotFoundError,
     ProtocolError,
     TextDelta,
-    ToolCallDelta,
     UnsupportedError,
 )
 from llm_nb.providers import LlamaCppProvider, OllamaProvider, OpenAIProvider
-from tests.scripted import FAST, provider, replies
-
-
-class Closing(httpx.AsyncByteStream):
-    """A response body that records whether the client closed it."""
-
-    def __init__(self, parts: list[bytes], delay: float = 0.0) -> None:
-        self.parts = parts
-        self.delay = delay
-        self.closed = False
-
-    async def __aiter__(self) -> Any:
-        for p in self.parts:
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            yield p
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-def sse(*objs: Any, done: bool = True) -> list[bytes]:
-    out = [f"data: {json.dumps(o)}\n\n".encode() for o in objs]
-    return [*out, b"data: [DONE]\n\n"] if done else out
-
-
-def chunk(content: str | None = None, finish: str | None = None, **delta: Any) -> dict[str, Any]:
-    d: dict[str, Any] = dict(delta)
-    if content is not None:
-        d["content"] = content
-    return {"model": "m", "choices": [{"index": 0, "delta": d, "finish_reason": finish}]}
-
-
-async def test_openai_stream_deltas_usage_and_closing() -> None:
-    body = Closing(
-        sse(
-            chunk("", role="assistant"),
-            chunk("Hel"),
-            chunk("lo", reasoning_content="hmm"),
-            chunk(finish="stop"),
-            {
-                "model": "m",
-                "choices": [],
-                "usage": {
-                    "prompt_tokens": 3,
-                    "completion_tokens": 2,
-                    "total_tokens": 5,
-                    "prompt_tokens_details": {"cached_tokens": 1},
-                },
-            },
-        )
-    )
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, stream=body, headers={"content-type": "text/event-stream"})
-
-    p = provider(OpenAIProvider, handler)
-    s = p.stream("m", "hi", max_tokens=5, stop="x")
-    deltas = [d async for d in s]
-    assert [d.text for d in deltas if isinstance(d, TextDelta)] == ["Hel", "lo"]
-    r = s.response
-    assert (r.text, r.reasoning, r.finish_reason, r.status) == ("Hello", "hmm", "stop", "ok")
-    assert r.usage.prompt_tokens == 3 and r.usage.cached_tokens == 1
-    # The role-only first chunk is not a token; the trailing usage chunk is not one either.
-    assert len(r.trace.token_times_ns) == 2
-    assert body.closed
-    sent = json.loads(seen[0].content)
-    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
-    assert sent["max_tokens"] == 5 and sent["stop"] == ["x"]
-
-
-async def test_tool_call_fragments_are_assembled() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200,
-            stream=Closing(
-                sse(
-                    chunk(
-                        tool_calls=[
-                            {
-                                "index": 0,
-                                "id": "c1",
-                                "type": "function",
-                                "function": {"name": "get_weather", "arguments": ""},
-                            }
-                        ]
-                    ),
-                    chunk(tool_calls=[{"index": 0, "function": {"arguments": '{"city":'}}]),
-                    chunk(
-                        tool_calls=[
-                            {"index": 1, "id": "c2", "function": {"name": "now", "arguments": "{}"}}
-                        ]
-                    ),
-                    chunk(tool_calls=[{"index": 0, "function": {"arguments": '"Oslo"}'}}]),
-                    chunk(finish="tool_calls"),
-                )
-            ),
-        )
-
-    p = provider(OpenAIProvider, handler)
-    r = await p.stream(
-        "m",
-        "weather?",
-        tools=[
-            {
-                "type": "function",
-                "function": {"name": "get_weather", "parameters": {"type": "object"}},
-            }
-        ],
-    ).collect()
-    assert [(c.id, c.name, c.args) for c in r.tool_calls] == [
-        ("c1", "get_weather", {"city": "Oslo"}),
-        ("c2", "now", {}),
-    ]
-    assert r.finish_reason == "tool_calls"
+from tests.scripted import FAST, Closing, chunk, provider, replies, sse
 
 
 async def test_midstream_error_keeps_partial_text() -> None:
@@ -214,63 +100,6 @@ async def test_auth_error_message_has_no_key() -> None:
     assert "Incorrect API key provided" in str(info.value)  # the server's words still shown
 
 
-async def test_unknown_model_lists_available() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/models":
-            return httpx.Response(
-                200,
-                json={
-                    "object": "list",
-                    "data": [{"id": "qwen", "object": "model"}, {"id": "phi", "object": "model"}],
-                },
-            )
-        return httpx.Response(
-            404,
-            json={
-                "error": {
-                    "message": "The model `nope` does not exist or you do not have access to it.",
-                    "code": "model_not_found",
-                }
-            },
-        )
-
-    p = provider(OpenAIProvider, handler)
-    with pytest.raises(
-        ModelNotFoundError, match=r"'nope' not found on openai@.*available: qwen, phi"
-    ):
-        await p.chat("nope", "hi")
-
-
-async def test_router_unknown_model_400_becomes_model_not_found() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/models":
-            return httpx.Response(
-                200,
-                json={
-                    "data": [
-                        {"id": "a", "status": {"value": "loaded"}},
-                        {"id": "b", "status": {"value": "unloaded"}},
-                    ]
-                },
-            )
-        return httpx.Response(
-            400,
-            json={
-                "error": {
-                    "code": 400,
-                    "message": "model 'zz' not found",
-                    "type": "invalid_request_error",
-                }
-            },
-        )
-
-    with pytest.raises(
-        ModelNotFoundError, match=r"'zz' not found on llamacpp@.*available: a, b"
-    ) as info:
-        await provider(LlamaCppProvider, handler).chat("zz", "hi")
-    assert info.value.available == ["a", "b"]
-
-
 async def test_connection_refused_says_how_to_start() -> None:
     p = LlamaCppProvider("127.0.0.1:9", retry=FAST)  # nothing listens on the discard port
     with pytest.raises(
@@ -282,131 +111,10 @@ async def test_connection_refused_says_how_to_start() -> None:
         await p2.chat("m", "hi")
 
 
-def ndjson(*objs: Any) -> list[bytes]:
-    return [json.dumps(o).encode() + b"\n" for o in objs]
-
-
-async def test_ollama_chat_stream_tools_and_durations() -> None:
-    sent: list[dict[str, Any]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        sent.append(json.loads(request.content))
-        return httpx.Response(
-            200,
-            stream=Closing(
-                ndjson(
-                    {
-                        "model": "q:1b",
-                        "created_at": "t",
-                        "message": {"role": "assistant", "content": "", "thinking": "let me see"},
-                        "done": False,
-                    },
-                    {
-                        "model": "q:1b",
-                        "created_at": "t",
-                        "message": {"role": "assistant", "content": "Hi"},
-                        "done": False,
-                    },
-                    {
-                        "model": "q:1b",
-                        "created_at": "t",
-                        "message": {
-                            "role": "assistant",
-                            "content": "",
-                            "tool_calls": [
-                                {"function": {"name": "f", "arguments": {"x": 1}}},
-                                {"function": {"name": "g", "arguments": {}}},
-                            ],
-                        },
-                        "done": False,
-                    },
-                    {
-                        "model": "q:1b",
-                        "created_at": "t",
-                        "message": {"role": "assistant", "content": ""},
-                        "done": True,
-                        "done_reason": "stop",
-                        "total_duration": 9_000_000,
-                        "load_duration": 1_000_000,
-                        "prompt_eval_count": 4,
-                        "prompt_eval_duration": 2_000_000,
-                        "eval_count": 3,
-                        "eval_duration": 5_000_000,
-                    },
-                )
-            ),
-        )
-
-    p = provider(OllamaProvider, handler)
-    s = p.stream(
-        "q:1b",
-        "hi",
-        max_tokens=7,
-        temperature=0.1,
-        seed=3,
-        response_format={"type": "object"},
-        extra={"keep_alive": "1m", "num_ctx": 4096},
-    )
-    deltas = [d async for d in s]
-    r = s.response
-    assert r.text == "Hi" and r.reasoning == "let me see"
-    assert [d.index for d in deltas if isinstance(d, ToolCallDelta)] == [0, 1]
-    assert [(c.name, c.args) for c in r.tool_calls] == [("f", {"x": 1}), ("g", {})]
-    assert r.timings is not None
-    assert (r.timings.prompt_ms, r.timings.decode_ms, r.timings.load_ms, r.timings.total_ms) == (
-        2.0,
-        5.0,
-        1.0,
-        9.0,
-    )
-    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (4, 3)
-    body = sent[0]
-    assert body["options"] == {"num_predict": 7, "temperature": 0.1, "seed": 3, "num_ctx": 4096}
-    assert body["format"] == {"type": "object"} and body["keep_alive"] == "1m"
-
-
-async def test_ollama_error_line_inside_200_stream() -> None:
-    body = Closing(
-        [
-            *ndjson(
-                {
-                    "model": "q",
-                    "created_at": "t",
-                    "message": {"role": "assistant", "content": "ab"},
-                    "done": False,
-                }
-            ),
-            b'{"error":"model runner crashed"}\n',
-        ]
-    )
-    s = provider(OllamaProvider, lambda r: httpx.Response(200, stream=body)).stream("q", "hi")
-    with pytest.raises(llm_nb.ServerError, match="runner crashed"):
-        await s.collect()
-    assert s.response.text == "ab" and body.closed
-
-
 async def test_unsupported_operation_is_clear() -> None:
     p = provider(OpenAIProvider, lambda r: httpx.Response(500))
     with pytest.raises(UnsupportedError, match="cannot unload models; supported here:"):
         await p.unload("x")
-
-
-async def test_llama_embeddings_disabled_says_how() -> None:
-    handler, _ = replies(
-        httpx.Response(
-            501,
-            json={
-                "error": {
-                    "code": 501,
-                    "message": "This server does not support embeddings. Start it with "
-                    "`--embeddings`",
-                    "type": "not_supported_error",
-                }
-            },
-        )
-    )
-    with pytest.raises(UnsupportedError, match="restart it with --embeddings"):
-        await provider(LlamaCppProvider, handler).embed("m", "hello")
 
 
 def test_sync_facade_inside_running_loop() -> None:

@@ -1,6 +1,7 @@
 """llm_nb's Ollama provider against the Ollama contract server (tests/contract), whose every
 reply is validated by the official ``ollama`` package's types. Fake-backend tests run
 anywhere; the ``server`` ones put a real llama-server behind it, so text and durations are real.
+Then over scripted responses: thinking, tool calls and durations in one stream, an error line.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 import llm_nb
-from llm_nb import ModelNotFoundError, ReasoningDelta, TextDelta, ToolCallDelta
+from llm_nb import (
+    ModelNotFoundError,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+)
 from llm_nb.providers import OllamaProvider
 from tests.contract import OllamaContractServer
+from tests.scripted import Closing, ndjson, provider
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city",
@@ -186,3 +194,105 @@ async def test_real_text_and_durations_through_contract_server(llama_server: Any
             assert r.timings and r.timings.decode_ms and r.timings.decode_ms > 0
             assert r.usage.completion_tokens == len(r.trace.token_times_ns)
         assert server.violations == []
+
+
+# -- over scripted responses ----------------------------------------------------------------
+
+
+async def test_ollama_chat_stream_tools_and_durations() -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(
+            200,
+            stream=Closing(
+                ndjson(
+                    {
+                        "model": "q:1b",
+                        "created_at": "t",
+                        "message": {"role": "assistant", "content": "", "thinking": "let me see"},
+                        "done": False,
+                    },
+                    {
+                        "model": "q:1b",
+                        "created_at": "t",
+                        "message": {"role": "assistant", "content": "Hi"},
+                        "done": False,
+                    },
+                    {
+                        "model": "q:1b",
+                        "created_at": "t",
+                        "message": {
+                            "role": "assistant",
+                            "content": "",
+                            "tool_calls": [
+                                {"function": {"name": "f", "arguments": {"x": 1}}},
+                                {"function": {"name": "g", "arguments": {}}},
+                            ],
+                        },
+                        "done": False,
+                    },
+                    {
+                        "model": "q:1b",
+                        "created_at": "t",
+                        "message": {"role": "assistant", "content": ""},
+                        "done": True,
+                        "done_reason": "stop",
+                        "total_duration": 9_000_000,
+                        "load_duration": 1_000_000,
+                        "prompt_eval_count": 4,
+                        "prompt_eval_duration": 2_000_000,
+                        "eval_count": 3,
+                        "eval_duration": 5_000_000,
+                    },
+                )
+            ),
+        )
+
+    p = provider(OllamaProvider, handler)
+    s = p.stream(
+        "q:1b",
+        "hi",
+        max_tokens=7,
+        temperature=0.1,
+        seed=3,
+        response_format={"type": "object"},
+        extra={"keep_alive": "1m", "num_ctx": 4096},
+    )
+    deltas = [d async for d in s]
+    r = s.response
+    assert r.text == "Hi" and r.reasoning == "let me see"
+    assert [d.index for d in deltas if isinstance(d, ToolCallDelta)] == [0, 1]
+    assert [(c.name, c.args) for c in r.tool_calls] == [("f", {"x": 1}), ("g", {})]
+    assert r.timings is not None
+    assert (r.timings.prompt_ms, r.timings.decode_ms, r.timings.load_ms, r.timings.total_ms) == (
+        2.0,
+        5.0,
+        1.0,
+        9.0,
+    )
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (4, 3)
+    body = sent[0]
+    assert body["options"] == {"num_predict": 7, "temperature": 0.1, "seed": 3, "num_ctx": 4096}
+    assert body["format"] == {"type": "object"} and body["keep_alive"] == "1m"
+
+
+async def test_ollama_error_line_inside_200_stream() -> None:
+    body = Closing(
+        [
+            *ndjson(
+                {
+                    "model": "q",
+                    "created_at": "t",
+                    "message": {"role": "assistant", "content": "ab"},
+                    "done": False,
+                }
+            ),
+            b'{"error":"model runner crashed"}\n',
+        ]
+    )
+    s = provider(OllamaProvider, lambda r: httpx.Response(200, stream=body)).stream("q", "hi")
+    with pytest.raises(llm_nb.ServerError, match="runner crashed"):
+        await s.collect()
+    assert s.response.text == "ab" and body.closed

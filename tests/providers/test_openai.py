@@ -1,6 +1,6 @@
 """The OpenAI provider over byte fixtures of OpenAI's real API (tests/fixtures/openai, each
-validated with the official ``openai`` types in test_contracts.py), and llama-server states
-that a healthy test server never shows (loading, failed loads)."""
+validated with the official ``openai`` types in tests/doubles/test_openai_fixtures.py), and
+over scripted responses: deltas, usage, tool-call fragments, an unknown model."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ import httpx
 import pytest
 
 import llm_nb
-from llm_nb import ModelNotFoundError, TextDelta
+from llm_nb import (
+    ModelNotFoundError,
+    TextDelta,
+)
 from llm_nb._wire.retry import RetryPolicy
-from llm_nb.providers import LlamaCppProvider, OpenAIProvider
+from llm_nb.providers import OpenAIProvider
+from tests.scripted import Closing, chunk, provider, sse
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "openai"
 NO_RETRY = RetryPolicy(max_retries=0)
@@ -119,44 +123,117 @@ async def test_models_fixture() -> None:
     assert [m.name for m in await serving("models_list.json").models()] == ids
 
 
-def llama(handler: Any) -> LlamaCppProvider:
-    return LlamaCppProvider("127.0.0.1:9", transport=httpx.MockTransport(handler), retry=NO_RETRY)
+# -- over scripted responses ----------------------------------------------------------------
 
 
-async def test_llama_health_while_loading() -> None:
+async def test_openai_stream_deltas_usage_and_closing() -> None:
+    body = Closing(
+        sse(
+            chunk("", role="assistant"),
+            chunk("Hel"),
+            chunk("lo", reasoning_content="hmm"),
+            chunk(finish="stop"),
+            {
+                "model": "m",
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 3,
+                    "completion_tokens": 2,
+                    "total_tokens": 5,
+                    "prompt_tokens_details": {"cached_tokens": 1},
+                },
+            },
+        )
+    )
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, stream=body, headers={"content-type": "text/event-stream"})
+
+    p = provider(OpenAIProvider, handler)
+    s = p.stream("m", "hi", max_tokens=5, stop="x")
+    deltas = [d async for d in s]
+    assert [d.text for d in deltas if isinstance(d, TextDelta)] == ["Hel", "lo"]
+    r = s.response
+    assert (r.text, r.reasoning, r.finish_reason, r.status) == ("Hello", "hmm", "stop", "ok")
+    assert r.usage.prompt_tokens == 3 and r.usage.cached_tokens == 1
+    # The role-only first chunk is not a token; the trailing usage chunk is not one either.
+    assert len(r.trace.token_times_ns) == 2
+    assert body.closed
+    sent = json.loads(seen[0].content)
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert sent["max_tokens"] == 5 and sent["stop"] == ["x"]
+
+
+async def test_tool_call_fragments_are_assembled() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
-            503,
-            json={"error": {"message": "Loading model", "type": "unavailable_error", "code": 503}},
+            200,
+            stream=Closing(
+                sse(
+                    chunk(
+                        tool_calls=[
+                            {
+                                "index": 0,
+                                "id": "c1",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": ""},
+                            }
+                        ]
+                    ),
+                    chunk(tool_calls=[{"index": 0, "function": {"arguments": '{"city":'}}]),
+                    chunk(
+                        tool_calls=[
+                            {"index": 1, "id": "c2", "function": {"name": "now", "arguments": "{}"}}
+                        ]
+                    ),
+                    chunk(tool_calls=[{"index": 0, "function": {"arguments": '"Oslo"}'}}]),
+                    chunk(finish="tool_calls"),
+                )
+            ),
         )
 
-    h = await llama(handler).health()
-    assert (h.status, h.ok) == ("loading", False)
+    p = provider(OpenAIProvider, handler)
+    r = await p.stream(
+        "m",
+        "weather?",
+        tools=[
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "parameters": {"type": "object"}},
+            }
+        ],
+    ).collect()
+    assert [(c.id, c.name, c.args) for c in r.tool_calls] == [
+        ("c1", "get_weather", {"city": "Oslo"}),
+        ("c2", "now", {}),
+    ]
+    assert r.finish_reason == "tool_calls"
 
 
-async def test_router_status_values_and_failed_load() -> None:
-    models = {
-        "data": [
-            {"id": "a", "status": {"value": "loaded"}},
-            {"id": "b", "status": {"value": "loading"}},
-            {"id": "c", "status": {"value": "unloaded", "failed": True, "exit_code": 1}},
-            {"id": "d", "status": {"value": "sleeping"}},
-        ]
-    }
-
+async def test_unknown_model_lists_available() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/props":
-            return httpx.Response(200, json={"role": "router"})
-        if request.url.path == "/models/load":
-            return httpx.Response(200, json={"success": True})
-        return httpx.Response(200, json=models)
+        if request.url.path == "/v1/models":
+            return httpx.Response(
+                200,
+                json={
+                    "object": "list",
+                    "data": [{"id": "qwen", "object": "model"}, {"id": "phi", "object": "model"}],
+                },
+            )
+        return httpx.Response(
+            404,
+            json={
+                "error": {
+                    "message": "The model `nope` does not exist or you do not have access to it.",
+                    "code": "model_not_found",
+                }
+            },
+        )
 
-    p = llama(handler)
-    assert {m.name: m.status for m in await p.models()} == {
-        "a": "loaded",
-        "b": "loading",
-        "c": "failed",
-        "d": "sleeping",
-    }
-    with pytest.raises(llm_nb.ServerError, match="failed to load 'c' \\(exit code 1\\)"):
-        await p.load("c", timeout=2)
+    p = provider(OpenAIProvider, handler)
+    with pytest.raises(
+        ModelNotFoundError, match=r"'nope' not found on openai@.*available: qwen, phi"
+    ):
+        await p.chat("nope", "hi")
