@@ -54,6 +54,7 @@ from llm_nb._embedded.model import ensure_model
 from llm_nb._embedded.process import default
 from llm_nb._embedded.process.default import default_server
 from llm_nb._embedded.process.server import LlamaServer, LlamaServerError, free_port
+from tests.fake_llama_server import write_fake_llama_server
 
 #: The real-server tests below that use ``llama_server`` run against both servers.
 LLAMA_SERVER_KINDS = ("native", "prebuilt")
@@ -789,28 +790,12 @@ def test_prebuilt_with_a_renamed_xllamacpp_field_says_to_use_native() -> None:
     assert "n_parallel" in last and "LLM_NB_SERVER=native" in last
 
 
-_HEALTHY_FAKE_SERVER = """\
-import http.server, sys
-port = int(sys.argv[sys.argv.index("--port") + 1])
-class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"{}")
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
-"""
-
-
 def test_stop_kills_the_group_before_reaping_its_leader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once the leader is reaped its pid, the group's id, may be reused by an unrelated
     process; the final SIGKILL to the group must come while the leader is still unreaped."""
-    fake = tmp_path / "llama-server"
-    fake.write_text(f"#!{sys.executable}\n{_HEALTHY_FAKE_SERVER}")
-    fake.chmod(0o755)
+    fake = write_fake_llama_server(tmp_path / "llama-server")
     s = LlamaServer(native_program(fake), model=tmp_path / "m.gguf").start(timeout=60)
     leader = s.pid
     assert leader is not None

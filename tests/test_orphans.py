@@ -26,6 +26,7 @@ import pytest
 
 from llm_nb._embedded import LlamaServer, native_program
 from llm_nb._embedded.watchdog import _STOP_GRACE_S
+from tests.fake_llama_server import write_fake_llama_server
 from tests.kernels import REPO, iopub_until_idle, started_kernel
 
 pytestmark = pytest.mark.slow
@@ -345,28 +346,13 @@ _FORKING_OWNER = textwrap.dedent(
     """
 )
 
-_FAKE_SERVER = """\
-import http.server, sys
-port = int(sys.argv[sys.argv.index("--port") + 1])
-class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"{}")
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
-"""
-
 
 def test_a_forked_child_exiting_normally_leaves_its_parents_server_running(
     tmp_path: Path,
 ) -> None:
     """A forked child inherits the exit handler that stops llm_nb's servers; when it exits
     normally, the servers its parent started must keep running (they are not the child's)."""
-    fake = tmp_path / "fake-llama-server"
-    fake.write_text(f"#!{sys.executable}\n{_FAKE_SERVER}")
-    fake.chmod(0o755)
+    fake = write_fake_llama_server(tmp_path / "fake-llama-server")
     script = textwrap.dedent(
         f"""
         import os, sys, time
