@@ -47,7 +47,7 @@ class Mutation:
 MAGICS = "tests/test_magics.py"
 KERNEL = "tests/test_magics_kernel.py"
 WIDGETS = "tests/test_widgets.py"
-FAULTS = "tests/test_faults.py"
+CONNECTIONS = "tests/wire/test_connections.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
@@ -101,7 +101,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return ns / 1e3 if",
         fast=(
             "tests/test_stats.py::test_ollama_durations_map_to_srv_columns",
-            "tests/test_providers_mock.py::test_ollama_chat_stream_tools_and_durations",
+            "tests/providers/test_ollama.py::test_ollama_chat_stream_tools_and_durations",
         ),
         what="Ollama's *_duration nanoseconds converted with the wrong factor",
     ),
@@ -112,7 +112,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         '    return " ".join(redact_keylike(message).split())\n',
         '    return " ".join(message.split())\n',
         fast=(
-            "tests/test_providers_mock.py::test_auth_error_message_has_no_key",
+            "tests/providers/test_base.py::test_auth_error_message_has_no_key",
             "tests/test_secrets.py::test_canary_never_leaks_from_fault_servers",
         ),
         what="a key echoed in an error body reaches the exception message",
@@ -122,7 +122,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_widgets/_chat.py",
         "self.stop_button.on_click(lambda _: self.stop())",
         "self.stop_button.on_click(lambda _: None)",
-        fast=(f"{FAULTS}::test_stop_in_a_panel_closes_connection",),
+        fast=(f"{CONNECTIONS}::test_stop_in_a_panel_closes_connection",),
         server=(f"{WIDGETS}::test_stop_mid_answer_keeps_the_partial_text_and_frees_the_slot",),
         what="the chat panel's Stop button is not wired",
     ),
@@ -131,7 +131,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_widgets/_compare.py",
         "self.stop_button.on_click(lambda _: self.stop())",
         "self.stop_button.on_click(lambda _: None)",
-        fast=(f"{FAULTS}::test_stop_in_a_panel_closes_connection",),
+        fast=(f"{CONNECTIONS}::test_stop_in_a_panel_closes_connection",),
         what="the compare panel's Stop button is not wired",
     ),
     Mutation(
@@ -166,7 +166,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_wire/http.py",
         "max_connections=config.max_connections,",
         "max_connections=min(config.max_connections, 200),",
-        fast=("tests/test_load.py::test_300_concurrent_streams_every_token_in_order",),
+        fast=(
+            "tests/wire/test_concurrent_streams.py"
+            "::test_300_concurrent_streams_every_token_in_order",
+        ),
         what="fewer streams open at once than asked (checked per round, not a running max)",
     ),
     Mutation(
@@ -233,7 +236,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_loop.py",
         "if item is _DONE or self._closed:",
         "if item is _DONE:",
-        fast=(f"{FAULTS}::test_sync_stream_closed_from_another_thread",),
+        fast=(f"{CONNECTIONS}::test_sync_stream_closed_from_another_thread",),
         what="closing a sync stream from another thread raises in the consumer",
     ),
     Mutation(
@@ -243,7 +246,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "        job = self.loop.submit(self._fetch_server_facts(recorder, key, record))\n"
         "        __import__('asyncio').get_running_loop().create_task("
         "self._fetch_server_facts(recorder, key, record))\n",
-        fast=(f"{FAULTS}::test_a_finished_call_leaves_no_task_on_the_callers_loop",),
+        fast=(f"{CONNECTIONS}::test_a_finished_call_leaves_no_task_on_the_callers_loop",),
         what="a background request left on the caller's loop (the session-end warning)",
     ),
     Mutation(
@@ -251,7 +254,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/providers/ollama.py",
         "        try:\n            tags, ps = await asyncio.gather(*requests)\n        finally:\n",
         "        tags, ps = await asyncio.gather(*requests)\n        if False:\n",
-        fast=(f"{FAULTS}::test_an_ollama_listing_that_fails_leaves_no_request_running",),
+        fast=(f"{CONNECTIONS}::test_an_ollama_listing_that_fails_leaves_no_request_running",),
         what="the other half of a failed Ollama listing keeps running in the background",
     ),
 )

@@ -140,7 +140,7 @@ def tool_server(request: pytest.FixtureRequest, smollm2_gguf: Path) -> Iterator[
 
 async def test_tools_reach_the_model_and_tool_results_round_trip(tool_server: Any) -> None:
     """This build does not force a tool call from SmolLM2 even with tool_choice=required, so
-    the parsing of tool-call deltas is proven on byte fixtures (test_providers_mock) and the
+    the parsing of tool-call deltas is proven on byte fixtures (test_openai.py) and the
     Ollama contract server. Here: the definitions reach the prompt, and a conversation with
     an assistant tool call and a tool result is accepted and answered by the real server."""
     async with LlamaCppProvider(tool_server.url) as llama:
