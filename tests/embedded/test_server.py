@@ -686,7 +686,7 @@ def test_xllamacpp_is_required_only_where_it_has_a_wheel(
 
     from packaging.requirements import Requirement
 
-    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    meta = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     (req,) = [Requirement(r) for r in meta["project"]["dependencies"] if r.startswith("xllamacpp")]
     assert req.marker is not None
     env = {"sys_platform": platform, "platform_machine": machine, "platform_release": release}
