@@ -6,8 +6,8 @@ each wire (SSE as OpenAI and llama-server send it, NDJSON as Ollama sends it).
         p = OPENAI.provider(srv.url)
         ...
 
-See server.py for the server and what it records, wires.py for the wire shapes and
-plays.py for the faults.
+See server.py for the server and what it records, exchange.py for a request and what a
+play writes back, wires.py for the wire shapes and plays.py for the faults.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Callable
 import psutil
 
 from . import plays
-from .server import MAX_HOLD_S, ClientGone, Conn, FaultServer, Play, Request
+from .exchange import MAX_HOLD_S, ClientGone, Conn, Play, Request
+from .server import FaultServer
 from .wires import LLAMACPP, OLLAMA, OPENAI, WIRES, Wire
 
 __all__ = [

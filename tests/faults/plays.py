@@ -1,7 +1,7 @@
 """Plays: what a fault server does with each request. Each factory returns a ``Play``.
 
-A play is ``async def play(req, conn)``; see :mod:`tests.faults.server`. Every sleep is
-bounded, so no play can keep a test waiting longer than ``server.MAX_HOLD_S``.
+A play is ``async def play(req, conn)``; see :mod:`tests.faults.exchange`. Every sleep is
+bounded, so no play can keep a test waiting longer than ``exchange.MAX_HOLD_S``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hashlib
 import random
 from collections.abc import Sequence
 
-from .server import Conn, Play, Request
+from .exchange import Conn, Play, Request
 from .wires import Wire
 
 TOKENS = ["Hel", "lo", ",", " wor", "ld", "!", " — ", "é", "😀", " done"]
