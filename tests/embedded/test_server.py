@@ -383,6 +383,23 @@ def test_the_server_modules_import_without_posix_only_names() -> None:
     assert done.stdout.strip() == "imported"
 
 
+def test_asking_whether_it_runs_never_reaps_the_server(tmp_path: Path) -> None:
+    """The hardware sampler asks from its own thread while :meth:`stop` waits out the grace
+    period: reaping the leader there would let stop skip the group's SIGKILL."""
+    fake = write_fake_llama_server(tmp_path / "llama-server")
+    s = LlamaServer(native_program(fake), model=tmp_path / "m.gguf").start(timeout=60)
+    leader = s.pid
+    assert leader is not None
+    os.kill(leader, signal.SIGKILL)
+    os.waitid(os.P_PID, leader, os.WEXITED | os.WNOWAIT)  # exited, still unreaped
+    assert not s.is_running()
+    # still a zombie: stop() reaps it, after signalling the group
+    assert os.waitid(os.P_PID, leader, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    s.stop()
+    with pytest.raises(ChildProcessError):
+        os.waitid(os.P_PID, leader, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+
+
 def test_stop_kills_the_group_before_reaping_its_leader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -42,8 +42,10 @@ def default_server(progress: Progress | None = None) -> LlamaServer:
     """
     global _DEFAULT
     with _DEFAULT_LOCK:
-        if _DEFAULT is not None and _DEFAULT.is_running():
-            return _DEFAULT
+        if _DEFAULT is not None:
+            if _DEFAULT.is_running():
+                return _DEFAULT
+            _DEFAULT.stop()  # it died: reap it, close its log, forget it
         program = server_program(progress)
         model = ensure_model(progress)
         server = LlamaServer(program, model=model, **default_options())

@@ -155,7 +155,11 @@ class LlamaServer:
         return self._api_key is not None
 
     def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        """Whether the server still runs, without reaping it: other threads ask (the hardware
+        sampler lists live servers), and a leader reaped behind :meth:`stop`'s back would free
+        its group id before the group's final SIGKILL."""
+        proc = self._process
+        return proc is not None and proc.returncode is None and not exited_unreaped(proc.pid)
 
     def command(self) -> list[str]:
         """The server's argv (never contains the API key)."""
@@ -211,6 +215,7 @@ class LlamaServer:
         with self._lock:
             if self.is_running():
                 return self
+            self.stop()  # one that died: reap it and its group before starting anew
             attempts = 3 if self._auto_port else 1
             for attempt in range(attempts):
                 self._launch()
