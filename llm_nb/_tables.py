@@ -15,7 +15,6 @@ This module imports pandas: import it only where a frame is shown, not at packag
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from ._safe_html import escape
+from ._units import count, header, sig3
 
 MISSING = "—"
 #: Rows a table shows; a longer frame shows its last calls (or first rows) and says so.
@@ -55,30 +55,6 @@ def is_missing(value: Any) -> bool:
         return bool(pd.isna(value))
     except (TypeError, ValueError):  # a list or other container in a cell
         return False
-
-
-def sig3(value: float) -> str:
-    """Three significant figures: from 100 up as a whole number with thousands separators
-    (6,390, never 6.39e+03); below, trailing zeros kept (1.50), so a column reads at one
-    precision."""
-    value = float(value)
-    if math.isinf(value):
-        return "∞" if value > 0 else "-∞"
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    if magnitude >= 2:
-        return f"{round(value, 2 - magnitude):,.0f}"
-    return f"{value:#.3g}".rstrip(".")
-
-
-def count(value: Any) -> str:
-    """A count, stored as a float so that it can be NaN: 41, not 41.0."""
-    return f"{round(float(value)):,}"
-
-
-def millis(value: Any) -> str:
-    return sig3(float(value) * 1000)
 
 
 def percent(value: Any) -> str:
@@ -121,28 +97,27 @@ _LABELS: dict[str, tuple[str, Callable[[Any], str], bool]] = {
     "label": ("model", str, True),
     "finish_reason": ("finish", str, True),
     "finish_reason_raw": ("finish (raw)", str, True),
-    "completion_tokens": ("output tokens", count, False),
-    "output_tokens": ("output tokens", count, False),
+    "completion_tokens": (header("completion_tokens"), count, False),
+    "output_tokens": (header("completion_tokens"), count, False),
     "n_ok": ("ok", count, False),
     "n_error": ("errors", count, False),
     "n_cancelled": ("stopped", count, False),
     "n": ("cells", count, False),
     "error_rate": ("error rate (%)", percent, False),
-    "output_tps": ("tokens/s", sig3, False),
+    "output_tps": (header("output_tps"), sig3, False),
     "srv_output_tps": ("server tokens/s", sig3, False),
     "throughput_tps": ("throughput (tokens/s)", sig3, False),
     "energy_j_per_token": ("energy (J/token)", sig3, False),
-    "cost_usd": ("cost (USD)", sig3, False),
+    "cost_usd": (header("cost_usd"), sig3, False),
     "host_ram_gb": ("host RAM (GB)", sig3, False),
     "host_cores": ("host cores", count, False),
     "n_ctx": ("n_ctx", count, False),
 }
-#: Durations in seconds shown in milliseconds: they are short (a first token, a gap).
-_MILLIS = {"queue_s": "queue", "ttfb_s": "TTFB", "ttft_s": "TTFT", "ttfo_s": "TTFO",
-           "tpot_s": "TPOT", "gap_p50_s": "gap p50", "gap_p95_s": "gap p95",
-           "gap_max_s": "gap max"}  # fmt: skip
-#: Durations in seconds shown in seconds: a whole call.
-_SECONDS = {"e2e_s": "E2E", "decode_s": "decode"}
+#: Durations, in seconds as in the frame (and as the footers say them: docs/METRICS.md's
+#: unit everywhere a person reads the figure).
+_SECONDS = {"queue_s": "queue", "ttfb_s": "TTFB", "ttft_s": "TTFT", "ttfo_s": "TTFO",
+            "tpot_s": "TPOT", "gap_p50_s": "gap p50", "gap_p95_s": "gap p95",
+            "gap_max_s": "gap max", "e2e_s": "E2E", "decode_s": "decode"}  # fmt: skip
 #: Summary statistics: ``<metric>_<stat>`` (docs/METRICS.md's summary columns).
 _STAT = re.compile(r"^(?P<metric>[a-z0-9_]+?)_(?P<stat>mean|p50|p90|p95|p99|max)$")
 #: Units by name suffix, for the per-call columns that carry one.
@@ -156,12 +131,10 @@ def column(name: str) -> Column:
     if name in _LABELS:
         label, fmt, text = _LABELS[name]
         return Column(name, label, fmt, text)
-    if name in _MILLIS:
-        return Column(name, f"{_MILLIS[name]} (ms)", millis)
     if name in _SECONDS:
         return Column(name, f"{_SECONDS[name]} (s)", sig3)
     stat = _STAT.match(name)
-    if stat and stat["metric"] in (*_MILLIS, *_SECONDS, "output_tps"):
+    if stat and stat["metric"] in (*_SECONDS, "output_tps"):
         base = column(stat["metric"])
         head, _, unit = base.label.partition(" (")
         label = f"{head} {stat['stat']}" + (f" ({unit}" if unit else "")

@@ -182,7 +182,7 @@ def _ui_steps(nb: Notebook, host: str) -> None:
         assert rec["status"] == "ok" and rec["text"].strip(), rec
         # The column renders the answer's Markdown: compare the words, not the markup.
         assert _words(col["body"]) == _words(rec["text"]), (col, rec)
-        assert "tok/s" in col["footer"], col
+        assert "tokens/s" in col["footer"], col
 
     # -- 3. the model picker -------------------------------------------------------------------
     picker_index = nb.index("picker = llm_nb.model_picker()")
@@ -357,8 +357,8 @@ def test_stats_tables(browser: Browser, shots: Path, llama_host: str) -> None:
         counts = [i for i, h in enumerate(table["headers"]) if h in _COUNT_HEADERS]
         assert counts, table["headers"]
         assert not any("." in row[i] for row in table["rows"] for i in counts), table
-    assert {"TTFT (ms)", "tokens/s", "E2E (s)", "output tokens"} <= set(calls["headers"])
+    assert {"TTFT (s)", "tokens/s", "E2E (s)", "output tokens"} <= set(calls["headers"])
     assert calls["headers"][:3] == ["started (UTC)", "model", "status"]  # no index column
-    assert {"ok", "errors", "TTFT p50 (ms)"} <= set(summary["headers"])
+    assert {"ok", "errors", "TTFT p50 (s)"} <= set(summary["headers"])
     # JupyterLab's table style: rows striped as in a DataFrame's table.
     assert len(set(calls["stripes"])) == 2, calls["stripes"]

@@ -130,7 +130,7 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         box = chat.locator(".llm-nb-chat-prompt textarea")
         box.fill("Say hi in **bold**.")
         box.press("Shift+Enter")  # sends: no newline added, and the notebook ignores it
-        expect(chat.locator(".llm-nb-chat-figures").last).to_contain_text("tok/s", timeout=ms)
+        expect(chat.locator(".llm-nb-chat-figures").last).to_contain_text("tokens/s", timeout=ms)
         expect(chat.locator(".llm-nb-chat-turn")).to_have_count(1)
         expect(box).to_have_value("")
         expect(box).to_be_focused()
@@ -156,7 +156,7 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         assert titles == [f"{model} #1", f"{model} #2"], titles
         table = compare.locator(".llm-nb-compare-stats table")
         headers = table.locator("th").all_inner_texts()
-        assert headers[:1] == ["model"] and "TTFT (ms)" in headers, headers
+        assert headers[:1] == ["model"] and "TTFT (s)" in headers, headers
         rows = [r.split("\t")[0] for r in table.locator("tbody tr").all_inner_texts()]
         assert rows == titles, rows
         for col in compare.locator(".llm-nb-compare-answer").all():
@@ -178,7 +178,7 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         stats = nb.outputs(4).last.locator("table")
         expect(stats).to_be_visible()
         headers = stats.locator("th").all_inner_texts()
-        assert "TTFT (ms)" in headers and "output tokens" in headers, headers
+        assert "TTFT (s)" in headers and "output tokens" in headers, headers
         assert len(headers) <= 12 and not nb.outputs(4).last.locator("tbody th").count()
         assert "NaN" not in stats.inner_text() and "nan" not in stats.inner_text()
         _fits(nb, 4)

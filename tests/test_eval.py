@@ -259,7 +259,7 @@ async def test_frame_summary_and_scores(reg: Registry) -> None:
     heads = re.findall(r"<th\b[^>]*>(.*?)</th>", html)
     scores = [f"score: {c[len('score_') :]}" for c in summ.columns if c.startswith("score_")]
     assert heads[: len(scores) + 2] == ["model", *scores, "cells"], heads
-    assert "TTFT p50 (ms)" in heads and len(heads) < len(summ.columns)
+    assert "TTFT p50 (s)" in heads and len(heads) < len(summ.columns)
     rows = html.split("<tbody>")[1].split("</tbody>")[0].split("<tr>")[1:]
     assert len(rows) == 2
     for row, model_id in zip(rows, (ma, mb), strict=True):

@@ -332,12 +332,12 @@ def test_side_by_side_runs_concurrently(
     # The same model three times: three numbered columns, each with its figures.
     for n in (1, 2, 3):
         assert out.count(f"── {model} #{n} ──") == 1
-    assert out.count(" tok/s · ") == 3
+    assert out.count(" tokens/s · ") == 3
     for r in rs:
         assert r.text in out
     # The stats table follows, one row per call of this run, labelled as its column.
     lines = out.splitlines()
-    table = lines[next(i for i, line in enumerate(lines) if "TTFT (ms)" in line) :]
+    table = lines[next(i for i, line in enumerate(lines) if "TTFT (s)" in line) :]
     assert "tokens/s" in table[0] and table[0].startswith("model ")
     assert [line.split()[0:2] for line in table[1:]] == [[model, f"#{n}"] for n in (1, 2, 3)]
     assert len({r.run_id for r in rs}) == 1 and rs[0].run_id in set(llm_nb.stats()["run_id"])
@@ -598,7 +598,7 @@ def test_llm_stats(shell: InteractiveShell, model: str) -> None:
     summary = shell.run_line_magic("llm_stats", "--summary --all")
     shown_summary = shell.run_line_magic("llm_stats", "--summary")
     pd.testing.assert_frame_equal(pd.DataFrame(shown_summary), pd.DataFrame(summary))
-    assert "TTFT p50 (ms)" in repr(shown_summary) and "ttft_s_p50" not in repr(shown_summary)
+    assert "TTFT p50 (s)" in repr(shown_summary) and "ttft_s_p50" not in repr(shown_summary)
     assert {"ttft_s_p50", "ttft_s_p95", "e2e_s_mean", "n_ok"} <= set(summary.columns)
     # The session's run holds every test's calls; this call's group is its model at its host.
     r = shell.user_ns["r"]

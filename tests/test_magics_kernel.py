@@ -122,7 +122,7 @@ def test_long_answer_costs_a_bounded_number_of_updates(kernel: Kernel, model: st
     # The answer, then its footer: the figures, and that the token limit ended it.
     answer, footer = final["text/html"].split('<div class="llm-nb-footer"')
     assert answer == markdown_html(r["text"])
-    assert re.search(r"ttft [\d.]+ s · [\d.]+ tok/s · cut at 120 tokens \(-n\) · cost", footer)
+    assert re.search(r"TTFT [\d.]+ s · [\d.]+ tokens/s · cut at 120 tokens \(-n\) · cost", footer)
     print(f"\n120 tokens in {duration:.2f} s -> {len(updates)} updates")
 
 
@@ -173,10 +173,10 @@ def test_side_by_side_is_one_live_html_output(kernel: Kernel, model: str) -> Non
     final = reply.of("update_display_data")[-1]["content"]
     assert final["transient"]["display_id"] == columns_id
     html = final["data"]["text/html"]
-    assert html.count("tok/s") == 2 and "display:flex" in html
+    assert html.count(" tokens/s · ") == 2 and "display:flex" in html
     table = displays[1]["content"]["data"]
-    assert "TTFT (ms)" in table["text/html"] and "tokens/s" in table["text/html"]
-    assert "<table" in table["text/html"] and "TTFT (ms)" in table["text/plain"]
+    assert "TTFT (s)" in table["text/html"] and "tokens/s" in table["text/html"]
+    assert "<table" in table["text/html"] and "TTFT (s)" in table["text/plain"]
     rs = kernel.value(
         "[{'text': r.text, 'send': r.trace.t_send_ns, 'end': r.trace.t_end_ns} for r in rs]"
     )

@@ -169,7 +169,7 @@ def test_models_and_stats_tables(kernel: Kernel, model: str) -> None:
     models = kernel.ok("%llm_models").result()
     assert "m" in models["text/plain"] and model.split("@")[1] in models["text/plain"]
     stats = kernel.ok("%llm_stats").result()
-    assert "<table" in stats["text/html"] and "TTFT (ms)" in stats["text/plain"]
+    assert "<table" in stats["text/html"] and "TTFT (s)" in stats["text/plain"]
     # The value is the complete frame; only its display is the table of key columns.
     frame = kernel.value("[len(_), sorted(set(_.columns) & {'ttft_s', 'status'})]")
     assert frame[0] >= 4  # the single answer, both columns, the interrupted one

@@ -91,11 +91,11 @@ def test_missing_values(value: Any) -> None:
 @pytest.mark.parametrize(
     ("name", "label"),
     [
-        ("ttft_s", "TTFT (ms)"), ("tpot_s", "TPOT (ms)"), ("e2e_s", "E2E (s)"),
+        ("ttft_s", "TTFT (s)"), ("tpot_s", "TPOT (s)"), ("e2e_s", "E2E (s)"),
         ("output_tps", "tokens/s"), ("cost_usd", "cost (USD)"),
         ("completion_tokens", "output tokens"), ("prompt_tokens", "prompt tokens"),
         ("cached_tokens", "cached tokens"), ("n_chunks", "n_chunks"),
-        ("ttft_s_p95", "TTFT p95 (ms)"),
+        ("ttft_s_p95", "TTFT p95 (s)"),
         ("e2e_s_mean", "E2E mean (s)"), ("output_tps_p50", "tokens/s p50"),
         ("srv_decode_ms", "srv_decode (ms)"), ("gpu_power_w", "gpu_power (W)"),
         ("rss_mb", "rss (MB)"), ("error_rate", "error rate (%)"),
@@ -111,7 +111,7 @@ def test_every_recorded_column_has_a_label() -> None:
     for name in COLUMNS:
         spec = _tables.column(name)
         if name.endswith("_s"):
-            assert spec.label.endswith(("(ms)", "(s)")), spec
+            assert spec.label.endswith("(s)"), spec  # the frame's unit, as footers say it
 
 
 # -- the %llm_stats table ------------------------------------------------------------------
@@ -127,12 +127,12 @@ def test_calls_table_layout() -> None:
     labels = header(html)
     assert len(labels) <= 10 < len(df.columns)
     assert labels[:3] == ["started (UTC)", "model", "status"]  # no index column before them
-    for unit in ("TTFT (ms)", "tokens/s", "E2E (s)", "cost (USD)", "output tokens"):
+    for unit in ("TTFT (s)", "tokens/s", "E2E (s)", "cost (USD)", "output tokens"):
         assert unit in labels
     # the model as a user writes it: one column, unique per server
     assert column_of(html, "model") == ["llamacpp:a@127.0.0.1:8080", "llamacpp:b@127.0.0.1:8080"]
     assert "model_id" not in df  # the frame itself is left as it was
-    assert column_of(html, "TTFT (ms)") == ["41.0", "1,500"]  # 1.5 s
+    assert column_of(html, "TTFT (s)") == ["0.0410", "1.50"]
     assert column_of(html, "output tokens") == ["21", "1"]
     assert column_of(html, "tokens/s") == ["105", "—"]  # one token: no decode time
     assert column_of(html, "cost (USD)") == ["—", "—"]  # local: not metered, not 0
@@ -151,7 +151,7 @@ def test_calls_text_form() -> None:
     head, first, second, note = text.splitlines()
     assert head.split()[:4] == ["started", "(UTC)", "model", "status"]
     assert first.split()[:3] == ["13:04:05", "llamacpp:a@127.0.0.1:8080", "ok"]
-    assert first.split()[-6:] == ["41.0", "105", "12", "21", "0.241", "—"]  # TTFT … cost
+    assert first.split()[-6:] == ["0.0410", "105", "12", "21", "0.241", "—"]  # TTFT … cost
     assert second.split()[1] == "llamacpp:b@127.0.0.1:8080" and "--all" in note
     # Numbers right-aligned under their headers: every line ends at the same column.
     assert len(head) == len(first) == len(second)
@@ -176,7 +176,7 @@ def test_all_columns_view() -> None:
     html = _tables.ALL_CALLS_VIEW.table(df).html
     labels = header(html)
     assert len(labels) == len(COLUMNS)
-    assert "TTFT (ms)" in labels and "n_chunks" in labels
+    assert "TTFT (s)" in labels and "n_chunks" in labels
     assert column_of(html, "n_chunks") == ["21"]
     assert column_of(html, "stream") == ["yes"]
     assert "columns;" not in visible(html)
@@ -202,7 +202,7 @@ def test_answers_table_follows_the_answers_order_and_labels() -> None:
     table = _tables.answers_table(df, ids, ["local", "llamacpp:y", "local (2)"])
     assert table is not None
     assert column_of(table.html, "model") == ["local", "llamacpp:y", "local (2)"]
-    assert column_of(table.html, "TTFT (ms)") == ["300", "41.0", "90.0"]
+    assert column_of(table.html, "TTFT (s)") == ["0.300", "0.0410", "0.0900"]
     assert header(table.html)[0] == "model" and len(header(table.html)) <= 10
     assert table.text.splitlines()[1].startswith("local ")
     assert _tables.answers_table(df.iloc[:0], ids, ["a", "b", "c"]) is None  # recording off
@@ -220,7 +220,7 @@ def test_summary_table() -> None:
     assert "run_id" not in labels and len(labels) <= 10  # one run: no run column
     assert labels[:4] == ["model", "ok", "errors", "stopped"]
     assert column_of(html, "ok") == ["2", "0"] and column_of(html, "stopped") == ["0", "1"]
-    assert column_of(html, "TTFT p50 (ms)") == ["50.5", "—"]
+    assert column_of(html, "TTFT p50 (s)") == ["0.0505", "—"]
     assert "--summary --all" in visible(html)
     two_runs = summ.assign(run_id=["r1", "r2"])
     assert header(_tables.SUMMARY_VIEW.table(two_runs).html)[0] == "run_id"

@@ -156,7 +156,8 @@ async def test_chat_streams_on_the_kernel_loop_throttled_and_multi_turn(
     assert first.status == "ok" and first.usage.completion_tokens == 40
     assert panel.answer.text == first.text
     assert panel.answer.value == markdown_html(first.text)
-    assert "tok/s" in panel.turns[0].figures.value and "40 tokens" in panel.turns[0].figures.value
+    figures = panel.turns[0].figures.value
+    assert "tokens/s" in figures and "40 tokens" in figures
     # ≤ 10 live redraws a second plus the final one, all from this (the kernel's) thread.
     assert 2 <= changes.count <= 10 * duration + 2, (changes.count, duration)
     assert changes.threads == {threading.get_ident()}
@@ -296,7 +297,7 @@ async def test_compare_panel_streams_every_column_then_stats_and_plot(
     for call, answer, footer in zip(panel.calls, panel._answers, panel._footers, strict=True):
         assert call.record.status == "ok" and call.record.usage.completion_tokens == 20
         assert answer.text == call.record.text != ""
-        assert "tok/s" in footer.value
+        assert "tokens/s" in footer.value
     first, second = (c.record.trace for c in panel.calls)
     assert first.t_send_ns is not None and second.t_send_ns is not None
     assert first.t_end_ns is not None and second.t_end_ns is not None
@@ -305,7 +306,7 @@ async def test_compare_panel_streams_every_column_then_stats_and_plot(
     assert panel.run_id is not None
     frame = llm_nb.stats(panel.run_id)
     assert sorted(frame["provider"]) == ["llamacpp", "openai"]
-    assert "TTFT (ms)" in panel.table.value and "tokens/s" in panel.table.value
+    assert "TTFT (s)" in panel.table.value and "tokens/s" in panel.table.value
     # One row per column, in the columns' order, labelled as the columns are.
     labels = re.findall(r"<tr><td[^>]*>([^<]*)</td>", panel.table.value)
     assert labels == [escape(c.label) for c in panel.calls] == [escape(m) for m in models]
@@ -314,7 +315,7 @@ async def test_compare_panel_streams_every_column_then_stats_and_plot(
     assert plot.value[:8] == b"\x89PNG\r\n\x1a\n"
     saved = panel.saved.bundle
     assert all(c.record.text.split()[0] in saved["text/plain"] for c in panel.calls)
-    assert "TTFT (ms)" in saved["text/html"] and saved["text/html"].count(" tok/s · ") == 2
+    assert "TTFT (s)" in saved["text/html"] and saved["text/html"].count(" tokens/s · ") == 2
     assert not panel.run_button.disabled and panel.stop_button.disabled
 
 

@@ -42,7 +42,7 @@ _STATS_HELP = f"""usage: {_STATS_USAGE}
 
 The figures of every call recorded in this session, one row per call, as a DataFrame. It
 holds every column, as numbers; it displays as a table of the key ones: the model, status,
-finish reason, TTFT (ms), tokens/s, tokens, E2E (s) and cost, three significant figures,
+finish reason, TTFT (s), tokens/s, tokens, E2E (s) and cost, three significant figures,
 "—" where a value is missing.
 
 positional arguments:

@@ -1,5 +1,8 @@
 """The footer under every answer: time to first token, tokens/s, tokens, how it finished, cost.
 
+Each figure reads with the name, unit and precision of the tables' column for it
+(``llm_nb._units``): "TTFT 1.26 s" over a "TTFT (s)" column showing 1.26.
+
 Final figures are read from the call's docs/METRICS.md row (``llm_nb._stats.call_row``, which
 also prices it), so a footer and the stats table below it can never disagree. An answer the
 token limit ended says so ("cut at 24 tokens (-n)"), since it looks like a finished one.
@@ -13,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from .._types import ChatResponse
+from .._units import count, phrase
 
 #: Seconds without a token before the waiting line says how long it has been waiting.
 WAITING_NOTE_AFTER_S = 2.0
@@ -32,20 +36,19 @@ class Figures:
     limit: str = "max_tokens"
 
     def __str__(self) -> str:
-        cost = "—" if math.isnan(self.cost_usd) else f"${self.cost_usd:.6f}"
-        tokens = "?" if math.isnan(self.completion_tokens) else f"{self.completion_tokens:.0f}"
-        if self.finish == "length":
-            ended = f"cut at {tokens} tokens ({self.limit})"
+        if self.finish == "length" and not math.isnan(self.completion_tokens):
+            ended = f"cut at {count(self.completion_tokens)} tokens ({self.limit})"
         else:
-            ended = f"{tokens} tokens" + (f" · {self.finish}" if self.finish else "")
-        return (
-            f"ttft {_num(self.ttft_s, '.2f')} s · {_num(self.output_tps, '.1f')} tok/s · "
-            f"{ended} · cost {cost}"
+            ended = phrase("completion_tokens", self.completion_tokens)
+            ended += f" · {self.finish}" if self.finish else ""
+        return " · ".join(
+            (
+                phrase("ttft_s", self.ttft_s),
+                phrase("output_tps", self.output_tps),
+                ended,
+                phrase("cost_usd", self.cost_usd),
+            )
         )
-
-
-def _num(value: float, spec: str) -> str:
-    return "—" if math.isnan(value) else format(value, spec)
 
 
 def figures(record: ChatResponse, limit: str = "max_tokens") -> Figures:
@@ -82,4 +85,4 @@ def live_figures(record: ChatResponse, now_ns: int | None = None) -> str:
         waited = 0 if t.t_send_ns is None else (now_ns or time.perf_counter_ns()) - t.t_send_ns
         return waiting_text(waited / 1e9)
     ttft = (t.t_first_token_ns - t.t_send_ns) / 1e9
-    return f"ttft {ttft:.2f} s · {len(t.token_times_ns)} tokens…"
+    return f"{phrase('ttft_s', ttft)} · {phrase('completion_tokens', len(t.token_times_ns))}…"

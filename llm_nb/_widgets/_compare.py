@@ -31,6 +31,7 @@ from .._present._work import Post, Worker
 from .._stats import new_run
 from .._stats._recorder import recording_enabled
 from .._terminal import strip_controls
+from .._units import header
 from ._defaults import throttle_s
 from ._parts import AnswerView, ErrorLine, Panel, fill_width, fit_content, styled
 from ._prompt import focus, prompt_box
@@ -326,8 +327,8 @@ def plot_figure(frame: pd.DataFrame) -> Any:
     ttft_ax, tps_ax = fig.subplots(1, 2, sharey=True)
     positions = list(range(len(labels)))
     for ax, column, title in (
-        (ttft_ax, "ttft_s", "time to first token (s)"),
-        (tps_ax, "output_tps", "output tokens/s"),
+        (ttft_ax, "ttft_s", header("ttft_s")),
+        (tps_ax, "output_tps", header("output_tps")),
     ):
         values = [0.0 if math.isnan(v) else float(v) for v in frame[column]]
         ax.barh(positions, values, color="#4c78a8")
