@@ -57,5 +57,11 @@ def phrase(name: str, value: float) -> str:
     label, unit = FIGURES[name]
     if math.isnan(value):
         return f"{label} {MISSING}" if unit else f"{MISSING} {label}"
-    text = count(value) if name == "completion_tokens" else sig3(value)
-    return f"{label} {text} {unit}" if unit else f"{text} {label}"
+    if name == "completion_tokens":
+        return f"{count(value)} {tokens(value, label)}"
+    return f"{label} {sig3(value)} {unit}" if unit else f"{sig3(value)} {label}"
+
+
+def tokens(value: float, noun: str = "tokens") -> str:
+    """``noun`` ("tokens", "output tokens") in the singular for one: "1 output token"."""
+    return noun.removesuffix("s") if round(value) == 1 else noun

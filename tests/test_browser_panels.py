@@ -3,10 +3,12 @@
 Same set-up as tests/test_browser.py (a throwaway JupyterLab on 127.0.0.1, this checkout's
 llm_nb in its kernel, the session's llama-server). A notebook made here displays the chat
 panel, the compare panel (one model twice), a single-model ``%%llm``, ``%llm_stats`` and the
-model picker; the test works them with the mouse and checks what is on the page: each answer
-shown once, nothing wider than the cell, numbered columns for a repeated model, units in the
-table headers, and, after saving and reopening without the kernel, the saved copies shown
-(rendered) in the panels' place.
+model picker, then answers of 3 and 30 lines (the fake server of tests/browser/lengths.py) side
+by side in ``%%llm`` and in a compare panel; the test works them with the mouse and checks
+what is on the page: each answer shown once, nothing wider than the cell, numbered columns
+for a repeated model, units in the table headers, columns of one height with their footers on
+one line whatever the answers' lengths, and, after saving and reopening without the kernel,
+the saved copies shown (rendered) in the panels' place.
 
 Screenshots go to test-artifacts/browser/ with the prefix ``panels-``.
 """
@@ -22,7 +24,16 @@ from typing import Any
 import pytest
 
 from llm_nb._embedded.process.server import LlamaServer
-from tests.browser.page import Browser, Notebook, kernel_env, notebook_in_chromium
+from tests.browser import lengths
+from tests.browser.layout import (
+    assert_even_columns,
+    first_words,
+    fits,
+    keys_stay_in_the_panel,
+    times_shown,
+)
+from tests.browser.page import Browser, kernel_env, notebook_in_chromium
+from tests.faults.server import FaultServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -42,7 +53,8 @@ def _code(source: str) -> dict[str, Any]:
     }
 
 
-def _notebook(model: str) -> dict[str, Any]:
+def _notebook(model: str, fake: str) -> dict[str, Any]:
+    short, long = f"openai:short@{fake}", f"openai:long@{fake}"
     cells = [
         f'%load_ext llm_nb\nimport json\n\nimport llm_nb\n\nMODEL = "{model}"',
         "chat = llm_nb.chat_panel(MODEL, max_tokens=24, temperature=0)\nchat",
@@ -51,6 +63,8 @@ def _notebook(model: str) -> dict[str, Any]:
         "%llm_stats",
         "picker = llm_nb.model_picker()\nawait picker.wait()\npicker.select(MODEL)\npicker",
         "long = llm_nb.chat_panel(MODEL, max_tokens=3000, extra={'ignore_eos': True})\nlong",
+        f"%%llm {short} {long}\nAnswer at your own length.",
+        f"lengths = llm_nb.compare_panel([{short!r}, {long!r}])\nlengths",
     ]
     return {
         "cells": [_code(c) for c in cells],
@@ -63,52 +77,26 @@ def _notebook(model: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def lengths_host() -> Iterator[str]:
+    """The fake server answering at very different lengths (tests/browser/lengths.py)."""
+    with FaultServer(lengths.play) as srv:
+        yield srv.url.split("://", 1)[1]
+
+
+@pytest.fixture(scope="module")
 def browser(
-    llama_server: LlamaServer, tmp_path_factory: pytest.TempPathFactory
+    llama_server: LlamaServer, lengths_host: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Browser]:
     home = tmp_path_factory.mktemp("browser-panels")
     root = home / "root"
     root.mkdir()
     host = llama_server.url.split("://", 1)[1]
-    (root / NOTEBOOK).write_text(json.dumps(_notebook(f"llamacpp:smollm2@{host}"), indent=1))
+    notebook = _notebook(f"llamacpp:smollm2@{host}", lengths_host)
+    (root / NOTEBOOK).write_text(json.dumps(notebook, indent=1))
     env = kernel_env(llama_server.url)
     session = Browser(root, home, env)
     yield session
     session.close()
-
-
-#: Every element under a cell's outputs, measured against the output area: how far any
-#: sticks out past its right edge (0 when everything fits), and what sticks out. Only
-#: llm_nb's own scroll box (``llm-nb-scroll``, around a wide table) may clip what it holds;
-#: JupyterLab's output areas scroll too, but content needing that scroll does not fit.
-_OVERFLOW_JS = """cell => {
-    const area = cell.querySelector('.jp-OutputArea');
-    const right = area.getBoundingClientRect().right;
-    let worst = 0, what = '';
-    for (const el of area.querySelectorAll('*')) {
-        const r = el.getBoundingClientRect();
-        if (r.width === 0 || r.height === 0) continue;
-        const box = el.parentElement && el.parentElement.closest('.llm-nb-scroll');
-        const edge = box ? Math.min(r.right, box.getBoundingClientRect().right) : r.right;
-        if (edge - right > worst) { worst = edge - right; what = el.className; }
-    }
-    return {overflow: worst, what: String(what)};
-}"""
-
-
-def _fits(nb: Notebook, index: int) -> None:
-    measured = nb.cell(index).evaluate(_OVERFLOW_JS)
-    assert measured["overflow"] <= 1, f"cell {index}: wider than the cell: {measured}"
-
-
-def _times_shown(nb: Notebook, index: int, text: str) -> int:
-    """How often ``text`` appears in what the cell's outputs show (hidden parts excluded)."""
-    shown: str = nb.cell(index).locator(".jp-OutputArea").inner_text()
-    return " ".join(shown.split()).count(" ".join(text.split()))
-
-
-def _first_words(text: str, n: int = 6) -> str:
-    return " ".join(text.split()[:n])
 
 
 def test_each_answer_shows_once_fits_the_cell_and_is_saved(
@@ -129,8 +117,11 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         chat = nb.cell(1).locator(".llm-nb-chat")
         box = chat.locator(".llm-nb-chat-prompt textarea")
         box.fill("Say hi in **bold**.")
-        box.press("Shift+Enter")  # sends: no newline added, and the notebook ignores it
-        expect(chat.locator(".llm-nb-chat-figures").last).to_contain_text("tokens/s", timeout=ms)
+        with keys_stay_in_the_panel(nb):
+            box.press("Shift+Enter")  # sends: no newline added, and the notebook ignores it
+            expect(chat.locator(".llm-nb-chat-figures").last).to_contain_text(
+                "tokens/s", timeout=ms
+            )
         expect(chat.locator(".llm-nb-chat-turn")).to_have_count(1)
         expect(box).to_have_value("")
         expect(box).to_be_focused()
@@ -140,8 +131,8 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         expect(saved).to_have_count(1)
         expect(saved).to_be_hidden()
         assert saved.inner_html().count("<p") >= 1  # it does hold the finished turn
-        assert _times_shown(nb, 1, _first_words(answer)) == 1
-        _fits(nb, 1)
+        assert times_shown(nb, 1, first_words(answer)) == 1
+        fits(nb, 1)
         nb.shot("01-chat", nb.cell(1))
 
         # -- the compare panel, one model twice -------------------------------------------
@@ -149,8 +140,9 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         compare = nb.cell(2).locator(".llm-nb-compare")
         box = compare.locator(".llm-nb-compare-prompt textarea")
         box.fill("Name a fruit.")
-        box.press("Shift+Enter")  # runs
-        expect(compare.locator(".llm-nb-compare-plot-image")).to_be_visible(timeout=ms)
+        with keys_stay_in_the_panel(nb):
+            box.press("Shift+Enter")  # runs
+            expect(compare.locator(".llm-nb-compare-plot-image")).to_be_visible(timeout=ms)
         titles = compare.locator(".llm-nb-compare-title").all_inner_texts()
         model = f"llamacpp:smollm2@{llama_server.url.split('://', 1)[1]}"
         assert titles == [f"{model} #1", f"{model} #2"], titles
@@ -161,14 +153,14 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         assert rows == titles, rows
         for col in compare.locator(".llm-nb-compare-answer").all():
             text = col.inner_text()
-            assert text.strip() and _times_shown(nb, 2, _first_words(text)) >= 1
+            assert text.strip() and times_shown(nb, 2, first_words(text)) >= 1
         # The two columns answer alike (greedy): each answer twice, never four times.
-        first = _first_words(compare.locator(".llm-nb-compare-answer").first.inner_text())
-        assert _times_shown(nb, 2, first) <= 2
+        first = first_words(compare.locator(".llm-nb-compare-answer").first.inner_text())
+        assert times_shown(nb, 2, first) <= 2
         expect(nb.cell(2).locator(".llm-nb-saved")).to_be_hidden()
         refresh = compare.locator("button.llm-nb-compare-refresh")
         assert refresh.evaluate("b => b.scrollWidth <= b.clientWidth"), "truncated button"
-        _fits(nb, 2)
+        fits(nb, 2)
         nb.shot("02-compare", nb.cell(2))
 
         # -- %%llm with one model, and %llm_stats --------------------------------------
@@ -181,14 +173,14 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         assert "TTFT (s)" in headers and "output tokens" in headers, headers
         assert len(headers) <= 12 and not nb.outputs(4).last.locator("tbody th").count()
         assert "NaN" not in stats.inner_text() and "nan" not in stats.inner_text()
-        _fits(nb, 4)
+        fits(nb, 4)
         nb.shot("04-stats", nb.cell(4))
 
         # -- the model picker fits too -----------------------------------------------------
         nb.run_done(5)
         picker = nb.cell(5).locator(".llm-nb-picker")
         expect(picker.locator(".llm-nb-picker-models select").first).to_be_visible(timeout=30_000)
-        _fits(nb, 5)
+        fits(nb, 5)
         # The selection is the default, marked (the list shows spaces as no-break spaces);
         # a single-model server's Unload is disabled, its tooltip (title) saying why.
         chosen = picker.locator(".llm-nb-picker-models select option:checked")
@@ -206,12 +198,29 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         long.locator("button.llm-nb-chat-send").click()
         expect(box).to_be_focused(timeout=15_000)
         expect(long.locator(".llm-nb-chat-figures").last).to_contain_text("tokens", timeout=ms)
-        box.press("Escape")
-        expect(long.locator(".llm-nb-chat-answer").last).to_contain_text("stopped", timeout=30_000)
+        with keys_stay_in_the_panel(nb):
+            box.press("Escape")
+            expect(long.locator(".llm-nb-chat-answer").last).to_contain_text(
+                "stopped", timeout=30_000
+            )
         expect(long.locator("button.llm-nb-chat-stop")).to_be_disabled()
         expect(long.locator(".llm-nb-chat-turn")).to_have_count(1)
         expect(box).to_be_focused()
         nb.shot("08-keyboard-stopped", nb.cell(6))
+
+        # -- answers of 3 and 30 lines side by side: one height, footers on one line -------
+        nb.run_done(7, ms)
+        assert_even_columns(nb, 7, "llm")
+        fits(nb, 7)
+        nb.shot("09-side-by-side-lengths", nb.cell(7))
+        nb.run_done(8)
+        lengths_panel = nb.cell(8).locator(".llm-nb-compare")
+        lengths_panel.locator(".llm-nb-compare-prompt textarea").fill("Answer at your length.")
+        lengths_panel.locator("button.llm-nb-compare-run").click()
+        expect(lengths_panel.locator(".llm-nb-compare-plot-image")).to_be_visible(timeout=ms)
+        assert_even_columns(nb, 8, "compare")
+        fits(nb, 8)
+        nb.shot("10-compare-lengths", nb.cell(8))
 
         # -- saved, then reopened without the panels' kernel ------------------------------
         page.keyboard.press("Control+s")
@@ -223,7 +232,7 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
             for out in nb.cells[1]["outputs"]
             if "llm-nb-saved" in "".join(out.get("data", {}).get("text/html", ""))
         ]
-        assert len(copies) == 1 and _first_words(answer).split()[0] in copies[0]
+        assert len(copies) == 1 and first_words(answer).split()[0] in copies[0]
         nb.menu("Kernel", "Shut Down Kernel")
         page.reload()
         nb.open(browser.lab.lab_url(NOTEBOOK, workspace="panels"))
@@ -233,7 +242,7 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
             # Rendered: the answer is in a Markdown paragraph, not raw text.
             start = " ".join(text.split()[:3])
             expect(copy.locator("p", has_text=start).first).to_be_visible()
-        assert _times_shown(nb, 1, _first_words(answer)) == 1
-        assert 1 <= _times_shown(nb, 2, first) <= 2
+        assert times_shown(nb, 1, first_words(answer)) == 1
+        assert 1 <= times_shown(nb, 2, first) <= 2
         nb.shot("06-reopened-chat", nb.cell(1))
         nb.shot("07-reopened-compare", nb.cell(2))

@@ -103,6 +103,16 @@ def _summary(df: pd.DataFrame) -> pd.DataFrame:
     return summary(df)
 
 
+def test_one_token_is_singular() -> None:
+    from llm_nb._present._figures import Figures
+
+    assert "· 1 output token · stop" in str(Figures(1.0, math.nan, 1, math.nan, "stop"))
+    cut = Figures(1.0, math.nan, 1, math.nan, "length", "-n")
+    assert "cut at 1 token (-n)" in str(cut) and "cut at 2 tokens" in str(
+        Figures(1.0, math.nan, 2, math.nan, "length", "-n")
+    )
+
+
 def test_a_streaming_footer_uses_the_same_names() -> None:
     from llm_nb._present._figures import live_figures
 

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 from .._types import ChatResponse
-from .._units import count, phrase
+from .._units import count, phrase, tokens
 
 #: Seconds without a token before the waiting line says how long it has been waiting.
 WAITING_NOTE_AFTER_S = 2.0
@@ -37,7 +37,8 @@ class Figures:
 
     def __str__(self) -> str:
         if self.finish == "length" and not math.isnan(self.completion_tokens):
-            ended = f"cut at {count(self.completion_tokens)} tokens ({self.limit})"
+            n = self.completion_tokens
+            ended = f"cut at {count(n)} {tokens(n)} ({self.limit})"
         else:
             ended = phrase("completion_tokens", self.completion_tokens)
             ended += f" · {self.finish}" if self.finish else ""

@@ -15,10 +15,15 @@ from typing import Any
 #: The frontend: a textarea synced to ``value``; Shift+Enter sends {"event": "submit"} (after
 #: the value, so the kernel sees what was typed), Escape sends {"event": "stop"}, and a
 #: {"event": "focus"} message from the kernel puts the caret back in the box.
+#: ``data-lm-suppress-shortcuts`` is Lumino's documented way to keep the application's
+#: shortcuts off an element: Notebook 7 handles keys on the way down (capture phase), before
+#: the box could stop them, and would also run the cell and move on (Shift+Enter) or leave
+#: edit mode (Escape); JupyterLab handles them on the way up, where stopPropagation suffices.
 _ESM = """
 function render({ model, el }) {
   const box = document.createElement("textarea");
   box.className = "widget-textarea";
+  box.setAttribute("data-lm-suppress-shortcuts", "true");
   box.placeholder = model.get("placeholder");
   box.rows = 3;
   box.style.width = "100%";

@@ -224,12 +224,18 @@ class Notebook:
         self.run_done(index)
         return json.loads(self.outputs(index).last.inner_text())
 
-    def shot(self, name: str, target: Locator | None = None) -> Path:
-        """A screenshot of the window, after scrolling ``target`` into view."""
+    def shot(self, name: str, target: Locator | None = None, *, height: int = 0) -> Path:
+        """A screenshot of the window, after scrolling ``target`` into view; ``height``: of a
+        window that tall (for an output taller than the usual window), then back."""
+        size = self.page.viewport_size
+        if height and size:
+            self.page.set_viewport_size({"width": size["width"], "height": height})
         if target is not None:
             target.scroll_into_view_if_needed()
         path = self.shots / f"{self.prefix}-{name}.png"
         self.page.screenshot(path=str(path))
+        if height and size:
+            self.page.set_viewport_size(size)
         self.steps.append(f"{time.monotonic() - self._t0:7.1f} s  {path.name}")
         return path
 
