@@ -15,15 +15,14 @@ from typing import Any
 #: The frontend: a textarea synced to ``value``; Shift+Enter sends {"event": "submit"} (after
 #: the value, so the kernel sees what was typed), Escape sends {"event": "stop"}, and a
 #: {"event": "focus"} message from the kernel puts the caret back in the box.
-#: ``data-lm-suppress-shortcuts`` is Lumino's documented way to keep the application's
-#: shortcuts off an element: Notebook 7 handles keys on the way down (capture phase), before
-#: the box could stop them, and would also run the cell and move on (Shift+Enter) or leave
-#: edit mode (Escape); JupyterLab handles them on the way up, where stopPropagation suffices.
+#: The two keys are taken on the window, on the event's way down (capture phase): Notebook 7
+#: reads shortcuts on the document on the way down, before a listener on the box would run,
+#: and would also run the cell and move on (Shift+Enter) or leave edit mode (Escape).
+#: Every other key (Ctrl+S, say) reaches the notebook as usual.
 _ESM = """
 function render({ model, el }) {
   const box = document.createElement("textarea");
   box.className = "widget-textarea";
-  box.setAttribute("data-lm-suppress-shortcuts", "true");
   box.placeholder = model.get("placeholder");
   box.rows = 3;
   box.style.width = "100%";
@@ -38,18 +37,20 @@ function render({ model, el }) {
     }
   };
   box.addEventListener("input", push);
-  box.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && event.shiftKey) {
-      event.preventDefault();
-      event.stopPropagation();
+  const keys = (event) => {
+    if (event.target !== box || event.isComposing) return;
+    const submit = event.key === "Enter" && event.shiftKey;
+    if (!submit && event.key !== "Escape") return;
+    event.preventDefault();
+    event.stopPropagation();
+    if (submit) {
       push();
       model.send({ event: "submit" });
-    } else if (event.key === "Escape") {
-      event.preventDefault();
-      event.stopPropagation();
+    } else {
       model.send({ event: "stop" });
     }
-  });
+  };
+  window.addEventListener("keydown", keys, true);
   const pull = () => {
     if (box.value !== model.get("value")) box.value = model.get("value");
   };
@@ -61,6 +62,7 @@ function render({ model, el }) {
   el.appendChild(box);
   return () => {
     model.off("change:value", pull);
+    window.removeEventListener("keydown", keys, true);
   };
 }
 export default { render };
