@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from ._chats import Conversations
     from ._stats._sampler import HardwareSampler
     from ._types import ChatResponse
     from .providers.base import Provider
@@ -72,6 +73,7 @@ class Session:
         #: Server-facts fetches still running, held until done (a loop holds tasks weakly).
         self._pending: set[Job] = set()
         self._closed = False
+        self._conversations: Conversations | None = None
 
     def __repr__(self) -> str:
         return f"Session(run_id={self.run_id!r})"
@@ -97,6 +99,19 @@ class Session:
     @property
     def recording(self) -> bool:
         return recording_enabled() if self._record is None else self._record
+
+    @property
+    def conversations(self) -> Conversations:
+        """The named conversations of ``%%llm --chat`` and the chat panels (made on first
+        use; stored in this session's call log while it records)."""
+        with self._lock:
+            if self._conversations is None:
+                from ._chats import Conversations
+
+                self._conversations = Conversations(
+                    lambda: self.recorder.store if self.recording else None
+                )
+            return self._conversations
 
     def _prepare(self) -> None:
         """Recording is on by default: the session's first call installs its recorder."""

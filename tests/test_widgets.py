@@ -774,3 +774,35 @@ def test_without_anywidget_the_prompt_is_a_plain_textarea_and_the_buttons_work(
 
     # The test extra installs anywidget; it is used with ipywidgets 8 only.
     assert _prompt.keyboard_available() == (int(ipywidgets.__version__.split(".")[0]) >= 8)
+
+
+def test_a_named_panel_and_llm_chat_continue_one_conversation(shell: InteractiveShell) -> None:
+    """``chat_panel(model, conversation="S")`` and ``%%llm --chat S`` in one kernel are one
+    conversation: a turn asked in either is history for the next, in both. Recording is off,
+    so only the kernel's memory can carry it."""
+    from llm_nb._session import use_session
+
+    with FaultServer(plays.answer(LLAMACPP)) as srv:
+        model = f"llamacpp:m@{host_of(srv.url)}"
+        session = Session(record=False, server_facts=False)
+        with session, use_session(session):
+            panel = llm_nb.chat_panel(model, conversation="S")
+            panel.send("A")
+            shell.run_cell_magic("llm", f"{model} --chat S", "B")
+            panel.send("C")
+            shell.run_cell_magic("llm", f"{model} --chat S", "D")
+            later = llm_nb.chat_panel(model, conversation="S")
+            panel.reset()  # New chat: forgotten for the cells too
+            shell.run_cell_magic("llm", f"{model} --chat S", "E")
+        asked = [r for r in srv.requests if r.path.endswith("/chat/completions")]
+        sent = [[m["content"] for m in r.json()["messages"]] for r in asked]
+    answer = "".join(plays.TOKENS)
+    assert sent == [
+        ["A"],
+        ["A", answer, "B"],
+        ["A", answer, "B", answer, "C"],
+        ["A", answer, "B", answer, "C", answer, "D"],
+        ["E"],
+    ]
+    assert len(later.history.children) == 4  # every turn so far, wherever it was asked
+    assert [m.content for m in panel.messages] == []

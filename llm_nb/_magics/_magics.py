@@ -23,12 +23,13 @@ from IPython.core.magic import (
 from traitlets import Dict, Enum, Float, TraitError, Unicode, observe, validate
 
 from ._args import FORMATS, CellArgs, parse_cell_args, usage
-from ._chats import Conversations
+from ._chats import shared
 from ._errors import MagicError, StreamInterrupted
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .._chats import Conversations
     from .._present._calls import Call
     from .._stream import ChatStream
     from .._types import Message
@@ -106,9 +107,13 @@ class LLMMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         # Set before Configurable.__init__, whose config loading may fire _aliases_changed.
         self._applied_aliases: dict[str, str] = {}
-        self._chats = Conversations()
         self._discovered = False
         super().__init__(shell=shell, **kwargs)
+
+    @property
+    def _chats(self) -> Conversations:
+        # The session's: a chat panel with the same name continues the same conversation.
+        return shared()
 
     # -- settings -------------------------------------------------------------------------
 

@@ -6,11 +6,12 @@ Each Send continues the conversation: the model gets every earlier turn as messa
 that was stopped keeps its partial answer, on screen and in the conversation; a turn that
 failed shows its error on one line and is left out of the conversation, so Send retries it.
 
-A panel given a ``conversation`` name keeps it in the call log like ``%%llm --chat NAME``
-(``llm_nb._stats._conversations``): a new panel with that name, in this kernel or after a
-restart, shows the earlier turns and sends them as history, and ``llm_nb.conversations()``
-lists it. As with ``%%llm --chat``, only a turn whose answer completed is stored; New chat
-marks the stored conversation forgotten.
+A panel given a ``conversation`` name continues the session's conversation of that name, the
+one ``%%llm --chat NAME`` continues too (``llm_nb._chats``; a turn asked in either is history
+for the next in both), kept in the call log: a new panel with that name, in this kernel or
+after a restart, shows the earlier turns and sends them as history, and
+``llm_nb.conversations()`` lists it. As with ``%%llm --chat``, only a turn whose answer
+completed is kept in it (a stopped one stays on screen); New chat forgets the conversation.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from ._parts import AnswerView, ErrorLine, Panel, fill_width, styled
 from ._prompt import focus, prompt_box
 
 if TYPE_CHECKING:
-    from .._stats._store import Store
+    from .._chats import Conversations
 
 
 @dataclass(eq=False)
@@ -151,6 +152,8 @@ class ChatPanel(Panel):
         model = self.model.value.strip() or default_model()
         try:
             p, name = provider(model)
+            if self.conversation is not None:  # what a %%llm --chat cell added counts too
+                self.messages = _shared().history(self.conversation)
             stream = p.stream(name, [*self.messages, Message("user", text)], **self.options)
         except LLMError as exc:
             self.error.show(exc)
@@ -175,11 +178,8 @@ class ChatPanel(Panel):
         if self._transcript:
             self._transcript.append(None)
         self.error.clear()
-        store = _store()
-        if self.conversation is not None and store is not None:
-            from .._stats import _conversations as stored
-
-            stored.reset(store, self.conversation)
+        if self.conversation is not None:
+            _shared().reset(self.conversation)
 
     async def wait(self) -> None:
         """Until the answer being streamed has ended."""
@@ -194,12 +194,9 @@ class ChatPanel(Panel):
 
     def _restore(self) -> None:
         """Show and continue the stored turns of ``conversation``."""
-        store = _store()
-        if self.conversation is None or store is None:
+        if self.conversation is None:
             return
-        from .._stats import _conversations as stored
-
-        messages = stored.load(store, self.conversation)
+        messages = _shared().history(self.conversation)
         asked: str | None = None
         boxes = []
         for m in messages:
@@ -225,20 +222,6 @@ class ChatPanel(Panel):
             (_prompt_html(prompt) + answer_html(answer), f"You: {prompt}\n{where}: {answer}")
         )
         return styled(w.VBox([asked, label, view, shown]), "llm-nb-chat-turn")
-
-    def _store_turn(self, turn: Turn) -> None:
-        """Like ``%%llm --chat``: only a turn whose answer completed is kept."""
-        store = _store()
-        if self.conversation is None or store is None or turn.record.status != "ok":
-            return
-        from .._stats import _conversations as stored
-
-        record = turn.record
-        stored.add(
-            store,
-            self.conversation,
-            [("user", turn.prompt, None), ("assistant", record.text, record.call_id)],
-        )
 
     # -- drawing --------------------------------------------------------------------------
 
@@ -278,9 +261,13 @@ class ChatPanel(Panel):
             self.error.show(turn.call.error)
             if not self.prompt.value.strip():
                 self.prompt.value = turn.prompt  # what they typed is theirs: back to retry
-        elif turn in self.turns and record.text:
+        elif turn in self.turns and record.text and self.conversation is None:
             self.messages += [Message("user", turn.prompt), Message("assistant", record.text)]
-            self._store_turn(turn)
+        elif turn in self.turns and record.status == "ok" and self.conversation is not None:
+            # Like ``%%llm --chat``: only a turn whose answer completed is kept.
+            shared = _shared()
+            shared.add_turn(self.conversation, turn.prompt, record.text, record.call_id)
+            self.messages = shared.history(self.conversation)
         turn.saved = _transcript_entry(turn)
         self._save()
 
@@ -303,13 +290,11 @@ class ChatPanel(Panel):
         self.saved.update(rich, plain)
 
 
-def _store() -> Store | None:
-    """The call log of the default session's recorder (None when recording is off), where
-    ``%%llm --chat`` keeps its conversations too."""
+def _shared() -> Conversations:
+    """The session's named conversations, which ``%%llm --chat`` continues too."""
     from .._session import default_session
 
-    session = default_session()
-    return session.recorder.store if session.recording else None
+    return default_session().conversations
 
 
 def _placeholder() -> str:
