@@ -212,7 +212,7 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         nb.run_done(7, ms)
         assert_even_columns(nb, 7, "llm")
         fits(nb, 7)
-        nb.shot("09-side-by-side-lengths", nb.cell(7))
+        nb.shot("09-side-by-side-lengths", nb.cell(7), height=1900)
         nb.run_done(8)
         lengths_panel = nb.cell(8).locator(".llm-nb-compare")
         lengths_panel.locator(".llm-nb-compare-prompt textarea").fill("Answer at your length.")
@@ -220,7 +220,7 @@ def test_each_answer_shows_once_fits_the_cell_and_is_saved(
         expect(lengths_panel.locator(".llm-nb-compare-plot-image")).to_be_visible(timeout=ms)
         assert_even_columns(nb, 8, "compare")
         fits(nb, 8)
-        nb.shot("10-compare-lengths", nb.cell(8))
+        nb.shot("10-compare-lengths", nb.cell(8), height=1900)
 
         # -- saved, then reopened without the panels' kernel ------------------------------
         page.keyboard.press("Control+s")
