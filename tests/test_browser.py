@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 
 from llm_nb._embedded.process.server import LlamaServer
+from tests.browser.layout import assert_columns_fit
 from tests.browser.page import (
     DONE_PROMPT,
     Browser,
@@ -338,6 +339,7 @@ def test_stats_tables(browser: Browser, shots: Path, llama_host: str) -> None:
         nb.run_done(1, LLM_CELL_S * 1000)
         (columns,) = nb.cell(1).evaluate(_COLUMNS_JS)
         (answers,) = nb.cell(1).evaluate(_TABLES_JS)
+        assert_columns_fit(nb, 1, "llm")  # long ids in narrow columns break, not overlap
         nb.shot("01-side-by-side", nb.cell(1).locator("table"))
         labels = [c["label"] for c in columns]
         assert [row[0] for row in answers["rows"]] == labels, (answers, labels)

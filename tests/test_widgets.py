@@ -360,7 +360,7 @@ async def test_a_model_given_twice_gets_its_own_numbered_column_row_and_bar(
     assert [c.record.status for c in panel.calls] == ["ok", "ok"]
     assert panel.calls[0].record.call_id != panel.calls[1].record.call_id
     titles = [col.children[0].value for col in panel.columns.children]
-    assert titles == [f"<b>{escape(label)}</b>" for label in labels]
+    assert titles == [f'<b style="overflow-wrap:anywhere">{escape(label)}</b>' for label in labels]
     rows = re.findall(r"<tr><td[^>]*>([^<]*)</td>", panel.table.value)
     assert rows == [escape(label) for label in labels]
     from llm_nb._present._tables import run_frame

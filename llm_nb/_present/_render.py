@@ -93,6 +93,8 @@ _BOX = (
     "border:1px solid var(--jp-border-color2,#ddd);border-radius:4px"
 )
 _MUTED = "color:var(--jp-ui-font-color2,#777);font-size:0.85em"
+# A model id has no spaces: let it break anywhere rather than run into the next column.
+_TITLE = "font-weight:bold;margin-bottom:0.3em;overflow-wrap:anywhere"
 
 
 def columns_bundle(columns: Sequence[Column], fmt: str) -> Bundle:
@@ -105,7 +107,7 @@ def columns_bundle(columns: Sequence[Column], fmt: str) -> Bundle:
             note = f'<div style="color:{color};font-weight:bold">[{escape(col.note)}]</div>'
         cells.append(
             f'<div class="llm-nb-column" style="{_BOX}">'
-            f'<div style="font-weight:bold;margin-bottom:0.3em">{escape(col.label)}</div>'
+            f'<div style="{_TITLE}">{escape(col.label)}</div>'
             f"{_column_body(col.text, fmt)}{note}"
             f'<div style="{_MUTED};margin-top:auto;padding-top:0.4em">'
             f"{escape(col.footer)}</div></div>"

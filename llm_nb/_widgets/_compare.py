@@ -202,7 +202,11 @@ class ComparePanel(Panel):
     def _build_columns(self, calls: Sequence[Call]) -> None:
         self._answers, self._footers, columns = [], [], []
         for call in calls:
-            title = styled(w.HTML(f"<b>{html.escape(call.label)}</b>"), "llm-nb-compare-title")
+            # A model id has no spaces: it breaks anywhere rather than run into the next column.
+            title = styled(
+                w.HTML(f'<b style="overflow-wrap:anywhere">{html.escape(call.label)}</b>'),
+                "llm-nb-compare-title",
+            )
             answer = AnswerView("llm-nb-compare-answer")
             answer.layout.flex = "1 1 auto"  # columns share one height; footers line up below
             answer.show(call.record, final=False)

@@ -37,14 +37,21 @@ _OVERFLOW_JS = """cell => {
 _COLUMNS_JS = """(cell, kind) => {
     const sel = kind === 'compare'
         ? {col: '.llm-nb-compare-columns > .llm-nb-compare-col',
-           answer: '.llm-nb-compare-answer', footer: '.llm-nb-compare-figures'}
+           answer: '.llm-nb-compare-answer', footer: '.llm-nb-compare-figures',
+           title: '.llm-nb-compare-title'}
         : {col: '.jp-OutputArea-output .llm-nb-columns > .llm-nb-column'};
     return [...cell.querySelectorAll(sel.col)].map(col => {
         const footer = sel.footer ? col.querySelector(sel.footer) : col.lastElementChild;
+        const title = sel.title ? col.querySelector(sel.title) : col.firstElementChild;
+        const range = document.createRange();  // the text's own extent, overflow included
+        range.selectNodeContents(title);
+        const words = range.getBoundingClientRect();
         const answer = sel.answer ? col.querySelector(sel.answer) : col.children[1];
         const box = col.getBoundingClientRect(), foot = footer.getBoundingClientRect();
         return {
             top: box.top, height: box.height, bottom: box.bottom,
+            left: box.left, right: box.right, title: title.innerText,
+            titleLeft: words.left, titleRight: words.right,
             footerTop: foot.top, footerBottom: foot.bottom,
             footer: footer.innerText, lines: answer.innerText.split('\\n').filter(
                 l => l.trim()).length,
@@ -92,6 +99,13 @@ def columns(nb: Notebook, index: int, kind: str) -> list[dict[str, Any]]:
     return found
 
 
+def assert_columns_fit(nb: Notebook, index: int, kind: str) -> None:
+    """Each column's title (a long model id) stays inside its column: none runs into the next."""
+    for c in columns(nb, index, kind):
+        inside = c["left"] - SLACK_PX <= c["titleLeft"] and c["titleRight"] <= c["right"] + SLACK_PX
+        assert inside, f"cell {index}: a title runs out of its column: {c}"
+
+
 def assert_even_columns(nb: Notebook, index: int, kind: str, min_ratio: float = 5) -> None:
     """Cell ``index``'s columns answer at very different lengths (the longest at least
     ``min_ratio`` times the shortest, in lines), yet their boxes have one top and one height,
@@ -105,6 +119,7 @@ def assert_even_columns(nb: Notebook, index: int, kind: str, min_ratio: float = 
         assert max(values) - min(values) <= SLACK_PX, f"cell {index}: {name} differ: {cols}"
     for c in cols:
         assert c["footer"].strip() and c["footerBottom"] <= c["bottom"] + SLACK_PX, c
+    assert_columns_fit(nb, index, kind)
 
 
 def notebook_state(nb: Notebook) -> dict[str, Any]:
