@@ -128,14 +128,14 @@ def _figures(r: object) -> str:
 
     from ._stats import call_row
     from ._types import ChatResponse
+    from ._units import phrase
 
     assert isinstance(r, ChatResponse)
     row = call_row(r)
     parts = [f"{r.provider}:{r.model_reported or r.model}@{r.host}"]
-    if not math.isnan(row["ttft_s"]):
-        parts.append(f"ttft {row['ttft_s'] * 1000:.0f} ms")
-    if not math.isnan(row["output_tps"]):
-        parts.append(f"{row['output_tps']:.1f} tok/s")
+    for name in ("ttft_s", "output_tps"):  # as the notebook's footers and tables say them
+        if not math.isnan(row[name]):
+            parts.append(phrase(name, row[name]))
     n = row["completion_tokens"]
     if not math.isnan(n):
         parts.append(f"{n:.0f} {'chunks' if row['token_source'] == 'chunk_count' else 'tokens'}")

@@ -58,7 +58,7 @@ def test_interrupted_answer_still_prints_its_figures(
     lines = err.strip().splitlines()
     assert lines[-2] == "[interrupted]"
     figures = lines[-1]
-    assert figures.startswith(f"[openai:m@{host} · ttft ") and "tok/s" in figures
+    assert figures.startswith(f"[openai:m@{host} · TTFT ") and " tokens/s · " in figures
     # The server sent no usage for a cut answer: the count is of the chunks that came.
     assert f" · {len(got)} chunks · interrupted]" in figures, figures
 
