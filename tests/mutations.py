@@ -44,8 +44,8 @@ class Mutation:
     what: str = ""
 
 
-MAGICS = "tests/test_magics.py"
-KERNEL = "tests/test_magics_kernel.py"
+MAGICS = "tests/magics/test_magics.py"
+KERNEL = "tests/magics/test_kernel.py"
 WIDGETS = "tests/test_widgets.py"
 CONNECTIONS = "tests/wire/test_connections.py"
 
@@ -91,7 +91,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/providers/openai.py",
         'decode_ms = t.get("predicted_ms")',
         'decode_ms = t.get("predicted_ms") and t["predicted_ms"] * 1.1',
-        fast=("tests/test_stats.py::test_llama_server_timings_map_to_srv_columns",),
+        fast=("tests/stats/test_recorder.py::test_llama_server_timings_map_to_srv_columns",),
         what="llama-server's decode time read 10% high in the stats row",
     ),
     Mutation(
@@ -100,7 +100,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return ns / 1e6 if",
         "return ns / 1e3 if",
         fast=(
-            "tests/test_stats.py::test_ollama_durations_map_to_srv_columns",
+            "tests/stats/test_recorder.py::test_ollama_durations_map_to_srv_columns",
             "tests/providers/test_ollama.py::test_ollama_chat_stream_tools_and_durations",
         ),
         what="Ollama's *_duration nanoseconds converted with the wrong factor",
@@ -177,7 +177,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_eval/_result.py",
         "return _tables.eval_table(self.summary)",
         "return _tables.eval_table(self.summary.head(0))",
-        fast=("tests/test_eval.py::test_frame_summary_and_scores",),
+        fast=("tests/eval/test_evaluate.py::test_frame_summary_and_scores",),
         what="the evaluation's HTML summary has no rows ('6' matched the run id's year)",
     ),
     Mutation(
@@ -185,7 +185,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_eval/_runner.py",
         'run = _grouped if plan.order == "grouped" else _interleaved',
         "run = _grouped",
-        fast=("tests/test_eval.py::test_contenders_are_interleaved_round_by_round_across_servers",),
+        fast=(
+            "tests/eval/test_evaluate.py::test_contenders_are_interleaved_round_by_round_across_servers",
+        ),
         what="evaluate() runs each contender's prompts back to back, so load tilts comparisons",
     ),
     Mutation(
@@ -194,7 +196,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if coverage < confidence or k > n + 1 - k:",
         "if coverage < confidence - 0.2 or k > n + 1 - k:",
         fast=(
-            "tests/test_eval_intervals.py::test_median_interval_covers_the_median_of_skewed_timings",
+            "tests/eval/test_intervals.py::test_median_interval_covers_the_median_of_skewed_timings",
         ),
         what="the median's interval claims 95% but covers less",
     ),
@@ -227,7 +229,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_stats/_frames.py",
         'row[f"{m}_{name}"] = values.quantile(q)',
         'row[f"{m}_q{name}"] = values.quantile(q)',
-        fast=("tests/test_eval.py::test_frame_summary_and_scores",),
+        fast=("tests/eval/test_evaluate.py::test_frame_summary_and_scores",),
         server=(f"{MAGICS}::test_llm_stats",),
         what="%llm_stats --summary loses ttft_s_p50 (any column with 'ttft' passed before)",
     ),

@@ -2,7 +2,7 @@
 
 A bare InteractiveShell has no kernel, so answers are printed (the terminal path); the live
 rich display is exercised here through ``RichView`` with a recording ``display`` and, for
-real, through a kernel in test_magics_kernel.py.
+real, through a kernel in test_kernel.py.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def test_load_ext_is_fast_and_imports_nothing_heavy() -> None:
         text=True,
         check=True,
         timeout=60,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
     )
     facts = json.loads(out.stdout.strip().splitlines()[-1])
     assert facts["heavy"] == []

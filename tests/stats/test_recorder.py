@@ -383,7 +383,7 @@ import sys
 from llm_nb._stats._store import Store
 from llm_nb._stats._row import call_row
 sys.path.insert(0, sys.argv[2])
-from test_stats import record
+from test_recorder import record
 store = Store(__import__("pathlib").Path(sys.argv[1]))
 for i in range(200):
     store.append(call_row(record(call_id=f"x{i}")), "t" * 1000, "")
