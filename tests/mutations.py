@@ -53,8 +53,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "throttle-removed",
         "llm_nb/_present/_runner.py",
-        "await asyncio.wait(tasks, timeout=throttle_s)",
-        "await asyncio.wait(tasks, timeout=0)",
+        "await asyncio.sleep(throttle_s)",
+        "await asyncio.sleep(0)",
         fast=(f"{MAGICS}::test_live_display_redraws_at_most_and_at_least_once_per_throttle",),
         server=(
             f"{MAGICS}::test_rich_view_is_throttled_and_ends_with_the_answer",
@@ -65,7 +65,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "live-redraws-removed",
         "llm_nb/_present/_runner.py",
-        "            post(frames.live)\n            # The rate bound",
+        "            post(draw_live)\n            # The rate bound",
         "            pass  # no live redraw\n            # The rate bound",
         fast=(f"{MAGICS}::test_live_display_redraws_at_most_and_at_least_once_per_throttle",),
         server=(
@@ -227,8 +227,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "summary-percentile-columns-renamed",
         "llm_nb/_stats/_frames.py",
-        'row[f"{m}_{name}"] = values.quantile(q)',
-        'row[f"{m}_q{name}"] = values.quantile(q)',
+        'out[f"{m}_{name}"] = qs[q]',
+        'out[f"{m}_q{name}"] = qs[q]',
         fast=("tests/eval/test_evaluate.py::test_frame_summary_and_scores",),
         server=(f"{MAGICS}::test_llm_stats",),
         what="%llm_stats --summary loses ttft_s_p50 (any column with 'ttft' passed before)",
