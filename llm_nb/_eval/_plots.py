@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._errors import InvalidOptionError
+from .._units import header
 from ._intervals import median_interval
 
 if TYPE_CHECKING:
@@ -120,15 +121,15 @@ def _latency(ax: Axes, ok: pd.DataFrame, models: list[str], scorers: list[str]) 
         rows = ok[ok["model_id"] == m]
         ax.scatter(rows["completion_tokens"], rows["e2e_s"], s=16, alpha=0.7, label=m)
     ax.set_title("Latency against answer length")
-    ax.set_xlabel("output tokens")
-    ax.set_ylabel("end-to-end latency (s)")
+    ax.set_xlabel(header("completion_tokens"))
+    ax.set_ylabel(header("e2e_s"))
     ax.legend(title="model", fontsize="small")
     ax.grid(alpha=0.3)
 
 
 _KINDS: dict[str, Callable[..., None]] = {
-    "ttft": _distribution("ttft_s", "Time to first token", "ttft (s)"),
-    "tps": _distribution("output_tps", "Output tokens per second", "tokens/s"),
+    "ttft": _distribution("ttft_s", "Time to first token", header("ttft_s")),
+    "tps": _distribution("output_tps", "Output tokens per second", header("output_tps")),
     "score": _scores,
     "latency": _latency,
 }

@@ -18,18 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .._units import header, phrase, sig3
 from ._row import COLUMNS
 from ._store import Store
 from ._unstored import as_row
 
-#: (label, column, unit) of the figures shown for each call.
-FIGURES = (
-    ("ttft", "ttft_s", "s"),
-    ("e2e", "e2e_s", "s"),
-    ("output tokens", "completion_tokens", ""),
-    ("tokens/s", "output_tps", ""),
-    ("cost", "cost_usd", "USD"),
-)
+#: The figures shown for each call, named and formatted as the notebook's footers and tables
+#: show them (``_units``): "TTFT 1.26 s", a table's "TTFT (s)".
+FIGURES = ("ttft_s", "e2e_s", "completion_tokens", "output_tps", "cost_usd")
 
 
 @dataclass
@@ -159,11 +155,10 @@ def _number(value: Any) -> float | None:
 
 def figures(row: Mapping[str, Any]) -> list[str]:
     out = [str(row.get("status"))]
-    for label, col, unit in FIGURES:
+    for col in FIGURES:
         value = _number(row.get(col))
         if value is not None:
-            shown = f"{value:.0f}" if col == "completion_tokens" else _fmt(value)
-            out.append(f"{label} {shown} {unit}".strip())
+            out.append(phrase(col, value))
     if row.get("finish_reason"):
         out.append(f"finish {row['finish_reason']}")
     return out
@@ -179,8 +174,8 @@ def per_model(calls: Iterable[Mapping[str, Any]], scores: Mapping[str, Mapping[s
     for model, rows in groups.items():
         ok = [r for r in rows if r.get("status") == "ok"]
         line: dict[str, Any] = {"model": model, "calls": len(rows), "ok": len(ok)}
-        for label, col, _ in FIGURES:
-            line[label] = _mean([_number(r.get(col)) for r in ok])
+        for col in FIGURES:
+            line[header(col)] = _mean([_number(r.get(col)) for r in ok])
         names = sorted({n for r in rows for n in scores.get(r["call_id"], {})})
         for n in names:
             line[f"score {n}"] = _mean([_number(scores.get(r["call_id"], {}).get(n)) for r in ok])
@@ -224,13 +219,9 @@ def _escaped(text: str) -> str:
     return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(str(text).split()))
 
 
-def _fmt(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-
-
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return _fmt(value)
+        return sig3(value)
     if value is None:
         return ""
     return _inline(str(value)) if isinstance(value, str) else str(value)
@@ -336,7 +327,7 @@ def html_page(t: Transcript, source: Path) -> str:
 
 def _plain(value: Any) -> str:
     if isinstance(value, float):
-        return _fmt(value)
+        return sig3(value)
     return "" if value is None else str(value)
 
 
