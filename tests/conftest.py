@@ -144,7 +144,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         ensure_model(report)
     except Exception as exc:  # surfaced by the fixtures; fast tests still run
         _prepare_error = exc
-    if any(item.path.name == "test_browser.py" for item in session.items):
+    if any(item.path.parent.name == "browser" for item in session.items):
         from tests.browser.page import ensure_browser
 
         ensure_browser(report)

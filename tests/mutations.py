@@ -46,7 +46,7 @@ class Mutation:
 
 MAGICS = "tests/magics/test_magics.py"
 KERNEL = "tests/magics/test_kernel.py"
-WIDGETS = "tests/test_widgets.py"
+WIDGETS = "tests/widgets/test_panels.py"
 CONNECTIONS = "tests/wire/test_connections.py"
 
 MUTATIONS: tuple[Mutation, ...] = (

@@ -1,7 +1,7 @@
 """Model and server output through every sink that draws it: nothing executable survives,
 and harmless Markdown still renders. No llama-server needed (a fake OpenAI-compatible server
 on 127.0.0.1 answers with the battery in tests/browser/hostile.py), so a regression fails in
-``-m "not server"`` runs; tests/test_browser_hostile.py proves the same in a real browser.
+``-m "not server"`` runs; tests/browser/test_hostile_output.py proves the same in a real browser.
 
 "Nothing executable" is checked on the parsed HTML (html.parser, which decodes entities as a
 browser does): no script-capable element, no ``on*`` attribute, no ``srcdoc``, no ``style``

@@ -1,9 +1,9 @@
 """Copy the README's screenshots from the latest browser test run into docs/screenshots/.
 
-The browser tests (tests/test_browser_panels.py) save what JupyterLab shows to
+The browser tests (tests/browser/test_panels.py) save what JupyterLab shows to
 test-artifacts/browser/; run them, then this script, so the README shows the current UI:
 
-    python -m pytest tests/test_browser_panels.py && python tools/readme_screenshots.py
+    python -m pytest tests/browser/test_panels.py && python tools/readme_screenshots.py
 
 ``--check`` only verifies that every screenshot the README names is in docs/screenshots/.
 """
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, shot in SHOTS.items():
             source = SOURCE / shot
             if not source.is_file():
-                problems.append(f"{source} is missing: run tests/test_browser_panels.py first")
+                problems.append(f"{source} is missing: run tests/browser/test_panels.py first")
                 continue
             shutil.copyfile(source, TARGET / name)
     problems += [f"docs/screenshots/{n} is missing" for n in SHOTS if not (TARGET / n).is_file()]

@@ -1,5 +1,5 @@
 """Browser tests: JupyterLab and Notebook 7 in headless Chromium, driven by Playwright
-(tests/test_browser*.py).
+(tests/browser/test_*.py).
 
 ``lab`` starts a throwaway JupyterLab server; ``page`` launches Debian's Chromium and knows
 JupyterLab's DOM (cells, outputs, the execution prompt); ``layout`` measures what both UIs

@@ -4,7 +4,7 @@ with them.
 Every vector, if the page ran it, would set ``window.__pwned`` (or retitle the page, or open
 a dialog); the tests assert none did, and that the harmless Markdown around the vectors still
 renders. The same battery feeds the fast unit tests (tests/test_render_safety.py) and the
-real-browser test (tests/test_browser_hostile.py).
+real-browser test (tests/browser/test_hostile_output.py).
 
 The server (a :class:`tests.faults.server.FaultServer` play) lists its models at
 ``/v1/models`` with a hostile model name among them, streams :data:`ANSWER` in small pieces

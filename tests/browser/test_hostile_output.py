@@ -1,6 +1,6 @@
 """A hostile server in a real browser: no answer, model name or error message runs script.
 
-JupyterLab (127.0.0.1, a temporary root) in Debian's Chromium, as tests/test_browser.py sets
+JupyterLab (127.0.0.1, a temporary root) in Debian's Chromium, as test_jupyterlab.py sets
 it up; the model server is the fake OpenAI-compatible server of tests/browser/hostile.py,
 which answers with a battery of script vectors (``img onerror``, ``svg onload``,
 ``<script>``, ``iframe srcdoc``, ``javascript:``/``data:``/``vbscript:`` links in Markdown and
@@ -39,7 +39,7 @@ from tests.faults.server import FaultServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(600)]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "browser"
 NOTEBOOK = "hostile.ipynb"
 PREFIX = "hostile"

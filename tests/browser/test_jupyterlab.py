@@ -50,7 +50,7 @@ from tests.browser.page import (
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(480)]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UI_NOTEBOOK = REPO / "tests" / "browser" / "quickstart_ui.ipynb"
 QUICKSTART = REPO / "notebooks" / "01-quickstart.ipynb"
 #: Where quickstart_ui.ipynb's model ids expect their llama-server; rewritten to the session's.

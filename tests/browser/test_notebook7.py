@@ -1,6 +1,6 @@
 """The quick start in Notebook 7 (``jupyter notebook``), in headless Chromium, as a user would.
 
-Same set-up as tests/test_browser.py (a throwaway server on 127.0.0.1, this checkout's llm_nb
+Same set-up as test_jupyterlab.py (a throwaway server on 127.0.0.1, this checkout's llm_nb
 in its kernels, ``local`` the session's llama-server), but the server is Notebook 7 and pages
 open in its single-document UI at ``/notebooks/<path>``:
 
@@ -44,7 +44,7 @@ from tests.faults.server import FaultServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(480)]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UI_NOTEBOOK = REPO / "tests" / "browser" / "quickstart_ui.ipynb"
 QUICKSTART = REPO / "notebooks" / "01-quickstart.ipynb"
 NOTEBOOK_HOST = "127.0.0.1:8080"

@@ -1,6 +1,6 @@
 """The panels and tables as a user sees them: JupyterLab in headless Chromium.
 
-Same set-up as tests/test_browser.py (a throwaway JupyterLab on 127.0.0.1, this checkout's
+Same set-up as test_jupyterlab.py (a throwaway JupyterLab on 127.0.0.1, this checkout's
 llm_nb in its kernel, the session's llama-server). A notebook made here displays the chat
 panel, the compare panel (one model twice), a single-model ``%%llm``, ``%llm_stats`` and the
 model picker, then answers of 3 and 30 lines (the fake server of tests/browser/lengths.py) side
@@ -37,7 +37,7 @@ from tests.faults.server import FaultServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(600)]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "browser"
 NOTEBOOK = "panels.ipynb"
 LLM_CELL_S = 180
