@@ -51,6 +51,14 @@ CONNECTIONS = "tests/wire/test_connections.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
+        "server-reaped-by-is-running",
+        "llm_nb/_embedded/process/server.py",
+        "return proc is not None and proc.returncode is None and not exited_unreaped(proc.pid)",
+        "return proc is not None and proc.poll() is None",
+        fast=("tests/embedded/test_server.py::test_asking_whether_it_runs_never_reaps_the_server",),
+        what="asking whether the server runs reaps it, so stop() skips the group's SIGKILL",
+    ),
+    Mutation(
         "throttle-removed",
         "llm_nb/_present/_runner.py",
         "await asyncio.sleep(throttle_s)",
