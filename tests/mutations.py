@@ -226,7 +226,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "table-counts-as-floats",
-        "llm_nb/_tables.py",
+        "llm_nb/_units.py",
         'return f"{round(float(value)):,}"',
         'return f"{float(value):,}"',
         fast=("tests/test_tables.py::test_calls_table_layout",),
