@@ -99,7 +99,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/providers/openai.py",
         'decode_ms = t.get("predicted_ms")',
         'decode_ms = t.get("predicted_ms") and t["predicted_ms"] * 1.1',
-        fast=("tests/stats/test_recorder.py::test_llama_server_timings_map_to_srv_columns",),
+        fast=("tests/stats/test_row.py::test_llama_server_timings_map_to_srv_columns",),
         what="llama-server's decode time read 10% high in the stats row",
     ),
     Mutation(
@@ -108,7 +108,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "return ns / 1e6 if",
         "return ns / 1e3 if",
         fast=(
-            "tests/stats/test_recorder.py::test_ollama_durations_map_to_srv_columns",
+            "tests/stats/test_row.py::test_ollama_durations_map_to_srv_columns",
             "tests/providers/test_ollama.py::test_ollama_chat_stream_tools_and_durations",
         ),
         what="Ollama's *_duration nanoseconds converted with the wrong factor",
@@ -185,7 +185,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_eval/_result.py",
         "return _tables.eval_table(self.summary)",
         "return _tables.eval_table(self.summary.head(0))",
-        fast=("tests/eval/test_evaluate.py::test_frame_summary_and_scores",),
+        fast=("tests/eval/test_result.py::test_frame_summary_and_scores",),
         what="the evaluation's HTML summary has no rows ('6' matched the run id's year)",
     ),
     Mutation(
@@ -194,7 +194,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         'run = _grouped if plan.order == "grouped" else _interleaved',
         "run = _grouped",
         fast=(
-            "tests/eval/test_evaluate.py::test_contenders_are_interleaved_round_by_round_across_servers",
+            "tests/eval/test_plan.py::test_contenders_are_interleaved_round_by_round_across_servers",
         ),
         what="evaluate() runs each contender's prompts back to back, so load tilts comparisons",
     ),
@@ -237,7 +237,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_stats/_frames.py",
         'out[f"{m}_{name}"] = qs[q]',
         'out[f"{m}_q{name}"] = qs[q]',
-        fast=("tests/eval/test_evaluate.py::test_frame_summary_and_scores",),
+        fast=("tests/eval/test_result.py::test_frame_summary_and_scores",),
         server=(f"{MAGICS}::test_llm_stats",),
         what="%llm_stats --summary loses ttft_s_p50 (any column with 'ttft' passed before)",
     ),
