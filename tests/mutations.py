@@ -46,7 +46,8 @@ class Mutation:
 
 MAGICS = "tests/magics/test_magics.py"
 KERNEL = "tests/magics/test_kernel.py"
-WIDGETS = "tests/widgets/test_panels.py"
+CHAT = "tests/widgets/test_chat.py"
+PICKER = "tests/widgets/test_picker.py"
 CONNECTIONS = "tests/wire/test_connections.py"
 
 MUTATIONS: tuple[Mutation, ...] = (
@@ -131,7 +132,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         "self.stop_button.on_click(lambda _: self.stop())",
         "self.stop_button.on_click(lambda _: None)",
         fast=(f"{CONNECTIONS}::test_stop_in_a_panel_closes_connection",),
-        server=(f"{WIDGETS}::test_stop_mid_answer_keeps_the_partial_text_and_frees_the_slot",),
+        server=(f"{CHAT}::test_stop_mid_answer_keeps_the_partial_text_and_frees_the_slot",),
         what="the chat panel's Stop button is not wired",
     ),
     Mutation(
@@ -147,8 +148,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_present/_work.py",
         "lambda post: self._guarded(body, post), self._apply, self._remember",
         "lambda post: self._guarded(body, _now), self._apply, self._remember",
-        fast=(f"{WIDGETS}::test_without_a_running_loop_widgets_change_on_the_callers_thread",),
-        server=(f"{WIDGETS}::test_without_a_running_loop_the_work_runs_on_llm_nb_loop",),
+        fast=(f"{CHAT}::test_without_a_running_loop_widgets_change_on_the_callers_thread",),
+        server=(f"{CHAT}::test_without_a_running_loop_the_work_runs_on_llm_nb_loop",),
         what="without a running loop, widgets are changed from llm_nb's loop thread",
     ),
     Mutation(
@@ -156,8 +157,8 @@ MUTATIONS: tuple[Mutation, ...] = (
         "llm_nb/_widgets/_picker.py",
         'post(functools.partial(self._progress, f"{name}: {status} ({elapsed:.1f} s)"))',
         "pass  # no status line",
-        fast=(f"{WIDGETS}::test_picker_shows_the_model_status_while_it_loads",),
-        server=(f"{WIDGETS}::test_picker_loads_and_unloads_on_a_router",),
+        fast=(f"{PICKER}::test_picker_shows_the_model_status_while_it_loads",),
+        server=(f"{PICKER}::test_picker_loads_and_unloads_on_a_router",),
         what="the picker shows nothing while a router loads a model",
     ),
     Mutation(
