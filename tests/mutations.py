@@ -84,6 +84,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         what="the answer appears only when it is complete (throttle tests bounded above only)",
     ),
     Mutation(
+        "silent-frames-not-paced",
+        "llm_nb/_present/_runner.py",
+        "                pass\n            else:",
+        "                post(frames.live)\n                continue\n            else:",
+        fast=(f"{MAGICS}::test_a_frame_drawn_during_a_pause_is_throttled_too",),
+        server=(f"{MAGICS}::test_rich_view_is_throttled_and_ends_with_the_answer",),
+        what="a frame asked for in a pause is not paced: drawn late, the next follows at once",
+    ),
+    Mutation(
         "stopped-calls-not-settled",
         "llm_nb/_present/_runner.py",
         "        settle(self._calls)\n        self._draw(True)\n",

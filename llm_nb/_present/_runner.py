@@ -4,9 +4,10 @@
 The streams run concurrently on one asyncio loop (so side-by-side wall time is the slowest
 model's, not the sum) and only fill their records. After new tokens the drawing thread is
 asked for a live frame, at most once per ``throttle_s`` whatever the token rate; during a
-silence (a long prefill, a model loading) it is asked every ``SIGNAL_CHECK_S``, so the view
-can say how long it has waited. Then comes exactly one final frame (:class:`Frames`), however
-the run ended.
+silence (a long prefill, a model loading) it is also asked after each ``SIGNAL_CHECK_S``
+without tokens, so the view can say how long it has waited; every live frame, a silent one
+too, is followed by ``throttle_s`` without another. Then comes exactly one final frame
+(:class:`Frames`), however the run ended.
 
 A stop (the kernel's interrupt, Ctrl-C, a Stop button) cancels the pump: every unfinished
 stream is cancelled (each ``ChatStream`` then closes its HTTP response and records the call as
@@ -94,12 +95,14 @@ async def pump(calls: Sequence[Call], frames: Frames, throttle_s: float, post: P
                     await wake.wait()
             except TimeoutError:
                 # Silence: redrawn anyway (a view skips an unchanged frame), so a long wait
-                # for the first token shows how long it has lasted.
-                post(frames.live)
-                continue
-            wake.clear()
-            if all(t.done() for t in tasks):
-                break
+                # for the first token shows how long it has lasted. Paced like any frame: one
+                # drawn late holds the tokens that came meanwhile, and the next must not follow
+                # it at once.
+                pass
+            else:
+                wake.clear()
+                if all(t.done() for t in tasks):
+                    break
             drawn.clear()
             post(draw_live)
             # The rate bound: once drawn, sleep out the throttle (or until all are done).

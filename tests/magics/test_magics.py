@@ -7,6 +7,7 @@ real, through a kernel in test_kernel.py.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -40,7 +41,7 @@ from llm_nb._safe_html import markdown_html
 from llm_nb._session import default_session, registry, run_sync
 from llm_nb._types import ChatResponse
 from tests.contract import OllamaContractServer
-from tests.faults import LLAMACPP, FaultServer, client_sockets, plays
+from tests.faults import LLAMACPP, Conn, FaultServer, Request, client_sockets, plays
 
 LONG = {"ignore_eos": True}  # llama-server: keep generating up to max_tokens
 
@@ -449,6 +450,54 @@ def test_live_display_redraws_at_most_and_at_least_once_per_throttle() -> None:
     assert len(live) >= allowed / 4, (len(live), allowed)
     assert all(b["text/plain"] for _, b in live)  # text, not the waiting marker
     assert final[1]["text/plain"] == record.text
+
+
+def test_a_frame_drawn_during_a_pause_is_throttled_too() -> None:
+    """A pause in the answer (longer than the silence check) asks for a frame with no new
+    token; the drawing thread, busy or slow, draws it late, holding the tokens that came in
+    the meantime. The frame asked for by those tokens must still wait ``throttle_s``."""
+    throttle = 0.3
+    draw_s = 0.2  # each frame is taken up this late (a busy kernel thread)
+    # Bursts of tokens after pauses longer than the silence check, of lengths that put a
+    # burst's start at every phase of the silent frame's late draw.
+    pauses = [0.3, 0.4, 0.5, 0.6, 0.7]
+    tokens = [f"t{i} " for i in range(8 * len(pauses))]
+
+    async def play(req: Request, conn: Conn) -> None:
+        await conn.head(200, plays.stream_head(LLAMACPP))
+        for i, t in enumerate(tokens):
+            if i % 8 == 0:
+                await asyncio.sleep(pauses[i // 8])
+            await conn.send(LLAMACPP.token(t))
+            await asyncio.sleep(0.04)
+        await conn.send(LLAMACPP.finish(len(tokens)))
+        await conn.end()
+
+    shown: list[tuple[float, str]] = []
+
+    class SlowView:
+        def start(self, calls: object) -> None:
+            pass
+
+        def update(self, calls: list[Call], *, final: bool) -> None:
+            time.sleep(draw_s)
+            text = calls[0].record.text
+            if final or not shown or text != shown[-1][1]:  # an unchanged frame is skipped
+                shown.append((time.perf_counter(), text))
+
+    with FaultServer(play) as srv:
+        p = LLAMACPP.provider(srv.url)
+        try:
+            call = Call("llamacpp:m", p.stream("m", "Count."))
+            assert run_calls([call], SlowView(), throttle_s=throttle) is False
+        finally:
+            run_sync(p.aclose())
+    assert call.record.text == "".join(tokens)
+    live = shown[:-1]
+    assert len(live) >= 3, live  # the answer grew on screen
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(live)]
+    # a frame is recorded at the end of its draw, the next one starts throttle_s after that
+    assert min(gaps) >= throttle + draw_s * 0.9, gaps
 
 
 @pytest.mark.usefixtures("session")
