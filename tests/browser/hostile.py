@@ -15,12 +15,7 @@ with an HTTP 400 whose message is hostile too.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-from typing import Any
-
-from tests.faults.server import Conn, Request
+from tests.browser.fake_openai import Reply, serving
 
 MARK = "window.__pwned"
 
@@ -104,56 +99,16 @@ def pieces(text: str, size: int = PIECE) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
-    obj = {
-        "id": "chatcmpl-hostile",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-    return b"data: " + json.dumps(obj).encode() + b"\n\n"
-
-
-async def play(req: Request, conn: Conn) -> None:
-    """The fake server's answer to every request."""
-    if req.method == "GET" and req.path.rstrip("/").endswith("/models"):
-        models = [MODEL_NAME, "hostile", FAILING_MODEL]
-        await conn.respond(200, {"object": "list", "data": [{"id": m} for m in models]})
-        return
-    if req.method != "POST" or not req.path.endswith("/chat/completions"):
-        await conn.respond(404, {"error": {"message": f"no route {req.path}"}})
-        return
-    body = req.json() or {}
-    model = str(body.get("model") or "")
+def _reply(model: str) -> Reply | None:
     if model == FAILING_MODEL:
-        await conn.respond(400, {"error": {"message": ERROR_MESSAGE, "type": "invalid"}})
-        return
-    if not body.get("stream"):
-        message = {"role": "assistant", "content": ANSWER, "reasoning_content": REASONING}
-        await conn.respond(
-            200,
-            {
-                "id": "chatcmpl-hostile",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": MODEL_NAME,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 50, "total_tokens": 55},
-            },
-        )
-        return
-    await conn.head(200, {"content-type": "text/event-stream"})
-    await conn.send(_chunk(MODEL_NAME, {"role": "assistant", "content": ""}))
-    for piece in pieces(REASONING):
-        await conn.send(_chunk(MODEL_NAME, {"reasoning_content": piece}))
-    for piece in pieces(ANSWER):
-        await conn.send(_chunk(MODEL_NAME, {"content": piece}))
-        await asyncio.sleep(0.002)
-    await conn.send(_chunk(MODEL_NAME, {}, "stop"))
-    usage = {"prompt_tokens": 5, "completion_tokens": len(pieces(ANSWER)), "total_tokens": 0}
-    obj = {"id": "chatcmpl-hostile", "object": "chat.completion.chunk", "model": MODEL_NAME,
-           "choices": [], "usage": usage}  # fmt: skip
-    await conn.send(b"data: " + json.dumps(obj).encode() + b"\n\n")
-    await conn.send(b"data: [DONE]\n\n")
-    await conn.end()
+        return None
+    return Reply(MODEL_NAME, pieces(ANSWER), reasoning=pieces(REASONING), delay_s=0.002)
+
+
+#: The fake server's answer to every request.
+play = serving(
+    [MODEL_NAME, "hostile", FAILING_MODEL],
+    _reply,
+    error_message=ERROR_MESSAGE,
+    chat_id="chatcmpl-hostile",
+)
