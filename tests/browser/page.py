@@ -49,6 +49,11 @@ LAUNCH_ARGS = [
 ]
 
 DONE_PROMPT = re.compile(r"^\s*\[\d+\]:\s*$")
+#: What a cell shows before the first token arrives.
+WAITING = "waiting for the first token…"
+#: Most seconds one model cell may take: a second or two on an idle 2-core machine, but a
+#: machine loaded by other work has been seen 50 times slower.
+LLM_CELL_S = 180
 
 
 def ensure_browser(report: Callable[[str], None]) -> None:
@@ -206,6 +211,20 @@ class Notebook:
     def run_done(self, index: int, timeout_ms: float = 60_000) -> None:
         self.run(index)
         self.wait_done(index, timeout_ms)
+
+    def run_all_answered(self) -> list[int]:
+        """Run All; wait for every code cell, and check that each ``%%llm`` cell shows an
+        answer, not the waiting marker. The ``%%llm`` cells' indices."""
+        self.menu("Run", "Run All Cells")
+        code = [i for i, c in enumerate(self.cells) if c["cell_type"] == "code"]
+        for i in code:
+            self.wait_done(i, LLM_CELL_S * 1000)
+        llm_cells = [i for i in code if "".join(self.cells[i]["source"]).startswith("%%llm")]
+        assert llm_cells, "the notebook has no %%llm cell"
+        for i in llm_cells:
+            text = self.outputs(i).first.inner_text().strip()
+            assert text and not text.startswith(WAITING), f"cell {i}: no answer shown"
+        return llm_cells
 
     def menu(self, name: str, item: str) -> None:
         """Choose ``item`` in the menu bar's menu ``name`` (e.g. Run > Run All Cells)."""

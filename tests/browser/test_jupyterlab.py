@@ -42,6 +42,8 @@ from llm_nb._embedded.process.server import LlamaServer
 from tests.browser.layout import assert_columns_fit
 from tests.browser.page import (
     DONE_PROMPT,
+    LLM_CELL_S,
+    WAITING,
     Browser,
     Notebook,
     kernel_env,
@@ -56,13 +58,8 @@ QUICKSTART = REPO / "notebooks" / "01-quickstart.ipynb"
 #: Where quickstart_ui.ipynb's model ids expect their llama-server; rewritten to the session's.
 NOTEBOOK_HOST = "127.0.0.1:8080"
 SHOTS = REPO / "test-artifacts" / "browser"
-#: What a cell shows before the first token arrives.
-WAITING = "waiting for the first token…"
 #: Seconds between two looks at the page while something streams.
 POLL_S = 0.05
-#: Most seconds one model cell may take: a second or two on an idle 2-core machine, but a
-#: machine loaded by other work has been seen 50 times slower.
-LLM_CELL_S = 180
 
 #: The columns of a side-by-side answer (an HTML flex row, ``llm-nb-columns``: title,
 #: answer, figures).
@@ -264,15 +261,7 @@ def _ui_steps(nb: Notebook, host: str) -> None:
 def test_quickstart_notebook(browser: Browser, shots: Path) -> None:
     assert QUICKSTART.is_file(), f"{QUICKSTART.relative_to(REPO)} is missing"
     with notebook_in_chromium(browser, QUICKSTART, shots, "quickstart") as nb:
-        nb.menu("Run", "Run All Cells")
-        code = [i for i, c in enumerate(nb.cells) if c["cell_type"] == "code"]
-        for i in code:
-            nb.wait_done(i, LLM_CELL_S * 1000)
-        llm_cells = [i for i in code if "".join(nb.cells[i]["source"]).startswith("%%llm")]
-        assert llm_cells, "the quick start has no %%llm cell"
-        for i in llm_cells:
-            text = nb.outputs(i).first.inner_text().strip()
-            assert text and not text.startswith(WAITING), f"cell {i}: no answer shown"
+        for i in nb.run_all_answered():
             for row in nb.cell(i).evaluate(_COLUMNS_JS):
                 assert len(row) >= 2 and all(c["body"].strip() for c in row), (i, row)
             nb.shot(f"02-cell-{i:02d}", nb.cell(i))

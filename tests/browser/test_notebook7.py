@@ -39,7 +39,15 @@ from llm_nb._embedded.process.server import LlamaServer, free_port
 from tests.browser import lengths
 from tests.browser.lab import JupyterLab
 from tests.browser.layout import assert_even_columns, fits, keys_stay_in_the_panel, times_shown
-from tests.browser.page import DONE_PROMPT, Browser, Notebook, kernel_env, require_browser
+from tests.browser.page import (
+    DONE_PROMPT,
+    LLM_CELL_S,
+    WAITING,
+    Browser,
+    Notebook,
+    kernel_env,
+    require_browser,
+)
 from tests.faults.server import FaultServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(480)]
@@ -49,9 +57,6 @@ UI_NOTEBOOK = REPO / "tests" / "browser" / "quickstart_ui.ipynb"
 QUICKSTART = REPO / "notebooks" / "01-quickstart.ipynb"
 NOTEBOOK_HOST = "127.0.0.1:8080"
 SHOTS = REPO / "test-artifacts" / "browser"
-LLM_CELL_S = 180
-#: What a cell shows before the first token arrives.
-WAITING = "waiting for the first token…"
 
 
 class Notebook7(JupyterLab):
@@ -166,15 +171,7 @@ def opened(browser: Any, notebook: Path, prefix: str) -> Iterator[Notebook]:
 
 def test_quickstart_runs_in_notebook7(browser: Any) -> None:
     with opened(browser, QUICKSTART, "nb7-quickstart") as nb:
-        nb.menu("Run", "Run All Cells")
-        code = [i for i, c in enumerate(nb.cells) if c["cell_type"] == "code"]
-        for i in code:
-            nb.wait_done(i, LLM_CELL_S * 1000)
-        llm_cells = [i for i in code if "".join(nb.cells[i]["source"]).startswith("%%llm")]
-        assert llm_cells, "the quick start has no %%llm cell"
-        for i in llm_cells:
-            text = nb.outputs(i).first.inner_text().strip()
-            assert text and not text.startswith(WAITING), f"cell {i}: no answer shown"
+        for i in nb.run_all_answered():
             nb.shot(f"02-cell-{i:02d}", nb.cell(i))
 
 

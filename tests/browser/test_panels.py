@@ -32,7 +32,7 @@ from tests.browser.layout import (
     keys_stay_in_the_panel,
     times_shown,
 )
-from tests.browser.page import Browser, kernel_env, notebook_in_chromium
+from tests.browser.page import LLM_CELL_S, Browser, kernel_env, notebook_in_chromium
 from tests.faults.server import FaultServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -40,7 +40,6 @@ pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.timeout(600)]
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "browser"
 NOTEBOOK = "panels.ipynb"
-LLM_CELL_S = 180
 
 
 def _code(source: str) -> dict[str, Any]:
